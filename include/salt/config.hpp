@@ -1,0 +1,22 @@
+#pragma once
+/// \file config.hpp
+/// Library-wide types and switches: the index type, the version, OpenMP detection.
+
+#include <cstdint>
+
+#define SALT_VERSION_MAJOR 0
+#define SALT_VERSION_MINOR 1
+#define SALT_VERSION_PATCH 0
+
+#if defined(_OPENMP) && !defined(SALT_NO_OPENMP)
+#define SALT_HAS_OPENMP 1
+#else
+#define SALT_HAS_OPENMP 0
+#endif
+
+namespace salt {
+
+/// Signed index used for every size and position (same width as Eigen::Index).
+using index = std::ptrdiff_t;
+
+}  // namespace salt

@@ -1,0 +1,189 @@
+#pragma once
+/// \file detail/engine.hpp
+/// The one tiled online-softmax engine every softmax kernel runs on. It walks (batch, head, query tile)
+/// work items in parallel; for each it visits only the key blocks the mask plans, and never holds more
+/// than one (key_block x query_tile) tile of logits.
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#if SALT_HAS_OPENMP
+#include <omp.h>
+#endif
+
+#include "../config.hpp"
+#include "../mask/concept.hpp"
+#include "../score/concept.hpp"
+#include "../tensor.hpp"
+#include "micro_kernels.hpp"
+#include "workspace.hpp"
+
+namespace salt::detail {
+
+/// Scratch of one thread, sized once per call.
+template <class T>
+struct engine_workspace {
+  using shape = tile_shape<T>;
+  aligned_buffer<T> qt;      // (d, query_tile): the query tile, transposed and scaled
+  aligned_buffer<T> st;      // (key_block, query_tile): logits, then probabilities, key-major
+  aligned_buffer<T> o;       // (query_tile, o_stride): unnormalised output rows
+  aligned_buffer<T> m, l, alpha;  // (query_tile): running max, running sum, this block's rescale
+  std::vector<block_run> plan_storage;
+  index o_stride = 0, plan_capacity = 0, plan_lists = 0;
+
+  engine_workspace(index d, index dv, index lk, index lists)
+      : qt(std::max<index>(d, 1) * shape::query_tile),
+        st(shape::key_block * shape::query_tile),
+        o(shape::query_tile * round_up(std::max<index>(dv, 1))),
+        m(shape::query_tile),
+        l(shape::query_tile),
+        alpha(shape::query_tile),
+        plan_storage(static_cast<std::size_t>(lists * ((lk + shape::key_block - 1) / shape::key_block + 1))),
+        o_stride(round_up(std::max<index>(dv, 1))),
+        plan_capacity((lk + shape::key_block - 1) / shape::key_block + 1),
+        plan_lists(lists) {}
+
+  static index round_up(index n) { return (n + shape::N - 1) / shape::N * shape::N; }
+};
+
+/// Arguments of one engine run, already checked by the public entry point.
+template <class T, class Mask, class Score>
+struct engine_problem {
+  tensor_view<const T> q, k, v;
+  tensor_view<T> out;
+  lse_view<T> lse;
+  const Mask& mask;
+  const Score& score;
+  int threads;
+};
+
+/// One query tile of one head: plan, visit key blocks, normalise, write out.
+template <class T, class Mask, class Score>
+void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, index tile, engine_workspace<T>& ws) {
+  using shape = tile_shape<T>;
+  constexpr index S = shape::query_tile;
+  constexpr index BK = shape::key_block;
+  constexpr int N = shape::N;
+  const index group = pb.q.heads / pb.k.heads;
+  const head_view<const T> Q = pb.q.head(b, h), K = pb.k.head(b, h / group), V = pb.v.head(b, h / group);
+  const head_view<T> O = pb.out.head(b, h);
+  const index d = Q.cols, dv = V.cols, lq = Q.rows, lk = K.rows;
+  const index q0 = tile * S, nq = std::min(S, lq - q0);
+  const int qp = static_cast<int>((nq + N - 1) / N);
+  const index rows = (nq + shape::R - 1) / shape::R * shape::R;
+  const problem_shape where{lq, lk, b, h};
+
+  // Pack the tile transposed and pre-scaled; padding queries stay zero.
+  // With plain dot-product scores the logits are made in base-2 units directly (log2(e) folded into the
+  // scale), which saves the softmax a multiply per pair. Other policies see natural-unit logits.
+  constexpr bool base2_logits = Score::is_identity();
+  constexpr double log2e = 1.4426950408889634074;
+  const T scale = Score::uses_dot_product() ? static_cast<T>(pb.score.dot_scale(d) * (base2_logits ? log2e : 1.0)) : T(0);
+  if constexpr (Score::uses_dot_product()) {
+    for (index i = 0; i < nq; ++i) {
+      const T* row = Q.row(q0 + i);
+      for (index c = 0; c < d; ++c) ws.qt[c * S + i] = row[c] * scale;
+    }
+    for (index i = nq; i < qp * N; ++i)
+      for (index c = 0; c < d; ++c) ws.qt[c * S + i] = T(0);
+  }
+  std::fill_n(ws.m.data(), S, -std::numeric_limits<T>::infinity());
+  std::fill_n(ws.l.data(), S, T(0));
+  std::fill_n(ws.o.data(), S * ws.o_stride, T(0));
+
+  block_plan plan(ws.plan_storage.data(), ws.plan_capacity, ws.plan_lists);
+  plan_blocks(pb.mask, block_query{q0, q0 + nq, BK, where}, plan);
+
+  for (const block_run& run : plan.runs()) {
+    for (index kb = run.first; kb < run.last; ++kb) {
+      const index k0 = kb * BK, nk = std::min(BK, lk - k0);
+      T* st = ws.st.data();
+      if constexpr (Score::uses_dot_product()) {
+        dot_tile<T>(ws.qt.data(), K.row(k0), K.row_stride, nk, d, qp, st);
+      } else {
+        std::fill_n(st, nk * S, T(0));
+      }
+      if constexpr (!Score::is_identity()) pb.score.apply(logit_tile<T>{st, S, q0, k0, nq, nk}, where);
+      bool careful_pv = false;
+      if constexpr (!Mask::is_always_full()) {
+        if (!run.full) {
+          // The diagonal (or another mask edge) cuts this block: masked pairs get -inf, hence p = 0.
+          for (index j = 0; j < nk; ++j)
+            for (index i = 0; i < nq; ++i)
+              if (!pb.mask.allows(q0 + i, k0 + j, where)) st[j * S + i] = -std::numeric_limits<T>::infinity();
+          // p = 0 times a non-finite value would still be NaN: such rows take the per-pair path below.
+          for (index j = 0; j < nk && !careful_pv; ++j) {
+            const T* vr = V.row(k0 + j);
+            for (index c = 0; c < dv; ++c) careful_pv |= !std::isfinite(vr[c]);
+          }
+        }
+      }
+      softmax_tile<T, !base2_logits>(st, nk, qp, ws.m.data(), ws.l.data(), ws.alpha.data());
+      if (!careful_pv) {
+        pv_tile<T>(ws.o.data(), ws.o_stride, ws.alpha.data(), st, V.row(k0), V.row_stride, nk, dv, rows);
+      } else {
+        for (index i = 0; i < nq; ++i) {
+          T* orow = ws.o.data() + i * ws.o_stride;
+          for (index c = 0; c < dv; ++c) orow[c] *= ws.alpha[i];
+          for (index j = 0; j < nk; ++j) {
+            if (!pb.mask.allows(q0 + i, k0 + j, where)) continue;
+            const T p = st[j * S + i];
+            const T* vr = V.row(k0 + j);
+            for (index c = 0; c < dv; ++c) orow[c] += p * vr[c];
+          }
+        }
+      }
+    }
+  }
+
+  // Normalise. A row that saw no key has l = 0: it outputs zeros and LSE = -inf.
+  T* lse = pb.lse.data ? pb.lse.head(b, h) : nullptr;
+  for (index i = 0; i < nq; ++i) {
+    const T li = ws.l[i];
+    const T inv = li > T(0) ? T(1) / li : (li == T(0) ? T(0) : li);  // NaN stays NaN
+    const T* orow = ws.o.data() + i * ws.o_stride;
+    T* dst = O.row(q0 + i);
+    for (index c = 0; c < dv; ++c) dst[c] = orow[c] * inv;
+    const T m_natural = base2_logits ? ws.m[i] * T(0.6931471805599453094) : ws.m[i];
+    if (lse) lse[q0 + i] = li == T(0) ? -std::numeric_limits<T>::infinity() : m_natural + std::log(li);
+  }
+}
+
+/// Runs the engine over every (batch, query head, query tile), in parallel when OpenMP is on.
+/// Each work item is computed the same way whichever thread takes it, so results do not depend on the
+/// number of threads.
+template <class T, class Mask, class Score>
+void run_engine(const engine_problem<T, Mask, Score>& pb) {
+  using shape = tile_shape<T>;
+  const index tiles = (pb.q.tokens + shape::query_tile - 1) / shape::query_tile;
+  const index items = pb.q.batch * pb.q.heads * tiles;
+  if (items == 0) return;
+  const index d = pb.q.features, dv = pb.v.features, lk = pb.k.tokens;
+  constexpr index lists = plan_lists_v<Mask>;
+  auto item = [&](index it, engine_workspace<T>& ws) {
+    const index tile = it % tiles, bh = it / tiles;
+    run_query_tile(pb, bh / pb.q.heads, bh % pb.q.heads, tile, ws);
+  };
+#if SALT_HAS_OPENMP
+  const int threads = static_cast<int>(std::min<index>(pb.threads > 0 ? pb.threads : omp_get_max_threads(), items));
+  if (threads > 1) {
+    // Workspaces are allocated here, before the parallel region, so that allocation failure throws.
+    std::vector<engine_workspace<T>> spaces;
+    spaces.reserve(static_cast<std::size_t>(threads));
+    for (int t = 0; t < threads; ++t) spaces.emplace_back(d, dv, lk, lists);
+#pragma omp parallel num_threads(threads)
+    {
+      engine_workspace<T>& ws = spaces[static_cast<std::size_t>(omp_get_thread_num())];
+#pragma omp for schedule(dynamic, 1)
+      for (index it = 0; it < items; ++it) item(it, ws);
+    }
+    return;
+  }
+#endif
+  engine_workspace<T> ws(d, dv, lk, lists);
+  for (index it = 0; it < items; ++it) item(it, ws);
+}
+
+}  // namespace salt::detail

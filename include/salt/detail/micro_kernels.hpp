@@ -1,0 +1,168 @@
+#pragma once
+/// \file detail/micro_kernels.hpp
+/// The register-blocked inner loops of the exact engine: logits = Qt^T K (dot_tile), the online-softmax
+/// update (softmax_tile), and O = alpha * O + P V (pv_tile). Tiles are stored key-major (one row per key,
+/// the queries of the tile contiguous), so every loop vectorises across queries or across value features
+/// and no transpose is needed on the hot path.
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "../config.hpp"
+#include "simd.hpp"
+
+namespace salt::detail {
+
+/// Tile geometry for scalar type T on the compiled instruction set.
+template <class T>
+struct tile_shape {
+  static constexpr int N = lanes<T>;
+  /// Query packets per tile and keys per dot-product step: QP * KR accumulators, QP query loads and one
+  /// broadcast must fit in the register file (29 of 32 with AVX-512, 13 of 16 otherwise).
+  static constexpr int QP = vector_registers >= 32 ? 4 : 3;
+  static constexpr int KR = vector_registers >= 32 ? 6 : 3;
+  /// P.V step: R query rows times CP value packets of accumulators (16 of 32, or 8 of 16 registers).
+  static constexpr int R = 4;
+  static constexpr int CP = vector_registers >= 32 ? 4 : 2;
+  static constexpr index query_tile = QP * N;  ///< queries per tile
+#ifndef SALT_KEY_BLOCK
+#define SALT_KEY_BLOCK 64
+#endif
+  static constexpr index key_block = SALT_KEY_BLOCK;  ///< keys per block: logits tile is key_block x query_tile
+  static_assert(query_tile % R == 0, "salt: the query tile must hold whole P.V row groups.");
+};
+
+/// st[j][p*N..] = sum_c qt[c][p*N..] * k_j[c] for KR keys starting at `k`, QP query packets.
+template <class T, int KR, int QP>
+EIGEN_STRONG_INLINE void dot_step(const T* qt, index qt_stride, const T* k, index k_stride, index d, T* st,
+                                  index st_stride) noexcept {
+  using P = packet<T>;
+  constexpr int N = lanes<T>;
+  P acc[KR][QP];
+  for (int r = 0; r < KR; ++r)
+    for (int p = 0; p < QP; ++p) acc[r][p] = ei::pset1<P>(T(0));
+  for (index c = 0; c < d; ++c) {
+    P qv[QP];
+    for (int p = 0; p < QP; ++p) qv[p] = ei::pload<P>(qt + c * qt_stride + p * N);
+    for (int r = 0; r < KR; ++r) {
+      const P kb = ei::pset1<P>(k[r * k_stride + c]);
+      for (int p = 0; p < QP; ++p) acc[r][p] = ei::pmadd(qv[p], kb, acc[r][p]);
+    }
+  }
+  for (int r = 0; r < KR; ++r)
+    for (int p = 0; p < QP; ++p) ei::pstore(st + r * st_stride + p * N, acc[r][p]);
+}
+
+template <class T, int QP>
+void dot_tile_packets(const T* qt, index qt_stride, const T* k, index k_stride, index nk, index d, T* st,
+                      index st_stride) noexcept {
+  constexpr int KR = tile_shape<T>::KR;
+  index j = 0;
+  for (; j + KR <= nk; j += KR) dot_step<T, KR, QP>(qt, qt_stride, k + j * k_stride, k_stride, d, st + j * st_stride, st_stride);
+  for (; j < nk; ++j) dot_step<T, 1, QP>(qt, qt_stride, k + j * k_stride, k_stride, d, st + j * st_stride, st_stride);
+}
+
+/// Logits of `nk` keys (rows of k, stride k_stride) against the query tile packed in qt (d rows of
+/// query_tile, already scaled): st[j][i] = qt[:, i] . k_j, for the first `qp` query packets.
+template <class T>
+void dot_tile(const T* qt, const T* k, index k_stride, index nk, index d, int qp, T* st) noexcept {
+  constexpr index S = tile_shape<T>::query_tile;
+  switch (qp) {
+    case 1: dot_tile_packets<T, 1>(qt, S, k, k_stride, nk, d, st, S); break;
+    case 2: dot_tile_packets<T, 2>(qt, S, k, k_stride, nk, d, st, S); break;
+    case 3: dot_tile_packets<T, 3>(qt, S, k, k_stride, nk, d, st, S); break;
+    default:
+      if constexpr (tile_shape<T>::QP >= 4) dot_tile_packets<T, tile_shape<T>::QP>(qt, S, k, k_stride, nk, d, st, S);
+      break;
+  }
+}
+
+/// Online-softmax update of one tile of logits st (nk keys x qp query packets), in place:
+/// m' = max(m, max_j s), alpha = 2^(m - m'), p = 2^(s - m'), l' = alpha * l + sum_j p.
+/// Logits are in base-2 units (the engine folds log2(e) into the query scale) unless ToBase2, in which
+/// case they are natural and converted here. A row that has seen no allowed key keeps m = -inf and gets
+/// p = 0, alpha = 0 (never NaN from -inf - -inf). A NaN logit makes its p, hence its row, NaN.
+template <class T, bool ToBase2>
+void softmax_tile(T* st, index nk, int qp, T* m, T* l, T* alpha) noexcept {
+  using P = packet<T>;
+  constexpr int N = lanes<T>;
+  constexpr index S = tile_shape<T>::query_tile;
+  const P log2e = ei::pset1<P>(T(1.4426950408889634074));
+  const P minus_inf = ei::pset1<P>(-std::numeric_limits<T>::infinity());
+  const P zero = ei::pset1<P>(T(0));
+  auto base2 = [&](P x) { return ToBase2 ? ei::pmul(x, log2e) : x; };
+  for (int p = 0; p < qp; ++p) {
+    const P m_old = ei::pload<P>(m + p * N);
+    P m_new = m_old;
+    for (index j = 0; j < nk; ++j) m_new = ei::pmax(ei::pload<P>(st + j * S + p * N), m_new);
+    const P m_safe = ei::pselect(ei::pcmp_eq(m_new, minus_inf), zero, m_new);
+    const P a = pexp2<T>(base2(ei::psub(m_old, m_safe)));
+    P sum = zero;
+    for (index j = 0; j < nk; ++j) {
+      T* s = st + j * S + p * N;
+      const P e = pexp2<T>(base2(ei::psub(ei::pload<P>(s), m_safe)));
+      ei::pstore(s, e);
+      sum = ei::padd(sum, e);
+    }
+    ei::pstore(m + p * N, m_new);
+    ei::pstore(alpha + p * N, a);
+    ei::pstore(l + p * N, ei::pmadd(a, ei::pload<P>(l + p * N), sum));
+  }
+}
+
+/// o[i][c0 + ...] = alpha[i] * o[i][...] + sum_j st[j][i] * v_j[...] for R rows from i0, CPn packets.
+template <class T, int R, int CPn>
+EIGEN_STRONG_INLINE void pv_step(T* o, index o_stride, const T* alpha, const T* st, const T* v, index v_stride,
+                                 index nk) noexcept {
+  using P = packet<T>;
+  constexpr int N = lanes<T>;
+  constexpr index S = tile_shape<T>::query_tile;
+  P acc[R][CPn];
+  for (int r = 0; r < R; ++r) {
+    const P a = ei::pset1<P>(alpha[r]);
+    for (int c = 0; c < CPn; ++c) acc[r][c] = ei::pmul(a, ei::pload<P>(o + r * o_stride + c * N));
+  }
+  for (index j = 0; j < nk; ++j) {
+    P vv[CPn];
+    for (int c = 0; c < CPn; ++c) {
+      vv[c] = ei::ploadu<P>(v + j * v_stride + c * N);
+      keep_in_register(vv[c]);
+    }
+    for (int r = 0; r < R; ++r) {
+      const P pb = ei::pset1<P>(st[j * S + r]);
+      for (int c = 0; c < CPn; ++c) acc[r][c] = ei::pmadd(pb, vv[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < CPn; ++c) ei::pstore(o + r * o_stride + c * N, acc[r][c]);
+}
+
+template <class T, int CPn>
+void pv_columns(T* o, index o_stride, const T* alpha, const T* st, const T* v, index v_stride, index nk,
+                index rows) noexcept {
+  constexpr int R = tile_shape<T>::R;
+  for (index i = 0; i < rows; i += R) pv_step<T, R, CPn>(o + i * o_stride, o_stride, alpha + i, st + i, v, v_stride, nk);
+}
+
+/// o = alpha * o + P^T V over `rows` query rows (a multiple of R) and dv value features; o rows are
+/// o_stride apart (a multiple of the packet size, so rows stay aligned).
+template <class T>
+void pv_tile(T* o, index o_stride, const T* alpha, const T* st, const T* v, index v_stride, index nk, index dv,
+             index rows) noexcept {
+  constexpr int N = lanes<T>;
+  constexpr int CP = tile_shape<T>::CP;
+  constexpr index S = tile_shape<T>::query_tile;
+  index c = 0;
+  for (; c + CP * N <= dv; c += CP * N) pv_columns<T, CP>(o + c, o_stride, alpha, st, v + c, v_stride, nk, rows);
+  for (; c + N <= dv; c += N) pv_columns<T, 1>(o + c, o_stride, alpha, st, v + c, v_stride, nk, rows);
+  for (; c < dv; ++c) {  // features past the last whole packet
+    for (index i = 0; i < rows; ++i) {
+      T acc = alpha[i] * o[i * o_stride + c];
+      for (index j = 0; j < nk; ++j) acc += st[j * S + i] * v[j * v_stride + c];
+      o[i * o_stride + c] = acc;
+    }
+  }
+}
+
+}  // namespace salt::detail

@@ -1,0 +1,94 @@
+#pragma once
+/// \file detail/simd.hpp
+/// The SIMD vocabulary of the kernels: Eigen's packet of the widest instruction set the translation unit
+/// is compiled for, and a base-2 exponential on it. Compiling with -mavx512f, -mavx2 -mfma, or nothing
+/// selects the width; the code is the same.
+
+#include <Eigen/Core>
+
+#include <cstddef>
+#include <type_traits>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace salt::detail {
+
+namespace ei = Eigen::internal;
+
+template <class T>
+using packet = typename ei::packet_traits<T>::type;
+
+template <class T>
+inline constexpr int lanes = ei::unpacket_traits<packet<T>>::size;
+
+/// Vector registers of the target (32 with AVX-512, 16 with AVX/SSE): sizes the micro-kernels' tiles.
+inline constexpr int vector_registers = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS;
+
+/// Alignment of workspace buffers: enough for aligned packet loads, and a cache line.
+inline constexpr std::size_t workspace_alignment = 64;
+
+/// Coefficients of 2^f on [-1/2, 1/2]. float: Cephes exp2f's minimax fit (relative error 1.7e-7);
+/// double: Taylor series of exp(f ln 2) to degree 13 (remainder below 1e-17).
+template <class T>
+struct exp2_poly;
+template <>
+struct exp2_poly<float> {
+  static constexpr int degree = 6;
+  static constexpr float c[degree + 1] = {1.0f, 6.931472028550421E-001f, 2.402264791363012E-001f,
+                                          5.550332471162809E-002f, 9.618437357674640E-003f,
+                                          1.339887440266574E-003f, 1.535336188319500E-004f};
+  static constexpr float lowest = -200.0f;  // 2^-200 is 0 in float; -inf clamps here
+};
+template <>
+struct exp2_poly<double> {
+  static constexpr int degree = 13;
+  static constexpr double c[degree + 1] = {
+      1.0,
+      6.931471805599453094e-01,
+      2.402265069591007123e-01,
+      5.550410866482157995e-02,
+      9.618129107628477161e-03,
+      1.333355814642844343e-03,
+      1.540353039338160981e-04,
+      1.525273380405984028e-05,
+      1.321548679014430931e-06,
+      1.017808600923969859e-07,
+      7.054911620801123330e-09,
+      4.445538271870811501e-10,
+      2.567843599348820466e-11,
+      1.369148885390412368e-12};
+  static constexpr double lowest = -1200.0;  // 2^-1200 is 0 in double
+};
+
+/// 2^x elementwise for x <= 0 (the engine only needs non-positive arguments: logits minus their max).
+/// -inf gives exactly 0, NaN stays NaN; results below the smallest normal may flush to 0.
+template <class T>
+EIGEN_STRONG_INLINE packet<T> pexp2(packet<T> x) {
+  using P = packet<T>;
+  using poly = exp2_poly<T>;
+  x = ei::pmax(x, ei::pset1<P>(poly::lowest));  // Eigen's pmax returns its first argument for NaN
+  const P n = ei::print(x);    // nearest integer
+  const P f = ei::psub(x, n);  // in [-1/2, 1/2], exact
+  P p = ei::pset1<P>(poly::c[poly::degree]);
+  for (int i = poly::degree - 1; i >= 0; --i) p = ei::pmadd(p, f, ei::pset1<P>(poly::c[i]));
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) return _mm512_scalef_ps(p, n);  // p * 2^n in one instruction
+  if constexpr (std::is_same_v<T, double>) return _mm512_scalef_pd(p, n);
+#endif
+  return ei::pldexp(p, n);
+}
+
+/// Keeps a packet in a register: stops the compiler from re-reading it from memory as an operand of
+/// every instruction that uses it (which would double the loads of the P.V kernel).
+template <class P>
+EIGEN_STRONG_INLINE void keep_in_register(P& p) noexcept {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2__)
+  asm("" : "+v"(p));
+#else
+  (void)p;
+#endif
+}
+
+}  // namespace salt::detail

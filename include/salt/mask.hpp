@@ -1,0 +1,9 @@
+#pragma once
+/// \file mask.hpp
+/// Every mask policy, and `|` / `&` to compose them.
+
+#include "mask/causal.hpp"
+#include "mask/compose.hpp"
+#include "mask/concept.hpp"
+#include "mask/key_padding.hpp"
+#include "mask/none.hpp"

@@ -1,0 +1,42 @@
+#pragma once
+/// \file mask/causal.hpp
+/// `causal`: query i sees keys up to its own position, with the alignment stated in the type.
+
+#include <algorithm>
+
+#include "concept.hpp"
+
+namespace salt {
+
+/// How query positions line up with key positions when Lq != Lk.
+enum class causal_alignment {
+  bottom_right,  ///< the last query lines up with the last key: query i sees keys j <= i + (Lk - Lq). For decoding.
+  top_left,      ///< the first query lines up with the first key: query i sees keys j <= i.
+};
+
+/// Query i sees key j when j <= i + base + offset, where base is Lk - Lq (bottom_right, the default) or 0
+/// (top_left). `offset` shifts the diagonal: -1 excludes each query's own position.
+template <causal_alignment Align = causal_alignment::bottom_right>
+struct causal {
+  index offset = 0;
+
+  /// Last key that query q may see (may be negative: then it sees none).
+  index last_key(index q, const problem_shape& s) const noexcept {
+    const index base = Align == causal_alignment::bottom_right ? s.lk - s.lq : 0;
+    return q + base + offset;
+  }
+  bool allows(index q, index k, const problem_shape& s) const noexcept { return k <= last_key(q, s); }
+  static constexpr bool is_always_full() { return false; }
+
+  void plan(const block_query& bq, block_plan& out) const noexcept {
+    // Keys up to the first query's last key are visible to the whole tile; beyond it, up to the last
+    // query's last key, the diagonal cuts through the block.
+    const index full_end = last_key(bq.q_begin, bq.shape) + 1;
+    const index end = last_key(bq.q_end - 1, bq.shape) + 1;
+    detail::add_key_interval(bq, 0, end, 0, full_end, out);
+  }
+};
+
+causal() -> causal<causal_alignment::bottom_right>;
+
+}  // namespace salt

@@ -1,0 +1,107 @@
+#pragma once
+/// \file mask/compose.hpp
+/// `a | b` (pairs either allows) and `a & b` (pairs both allow). The composite plans by merging its
+/// parts' block runs, so its cost stays O(visited blocks) however the parts are nested.
+
+#include <algorithm>
+#include <limits>
+
+#include "concept.hpp"
+
+namespace salt {
+namespace detail {
+
+/// Kind of a key block in a plan: not visited, visited with per-pair tests, visited whole.
+enum class block_kind : int { none = 0, partial = 1, full = 2 };
+
+/// Merges two plans block-run by block-run; `combine` decides each stretch's kind from its parts'.
+template <class Combine>
+void merge_plans(const block_plan& a, const block_plan& b, Combine combine, block_plan& out) noexcept {
+  constexpr index never = std::numeric_limits<index>::max();
+  const auto ra = a.runs(), rb = b.runs();
+  std::size_t ia = 0, ib = 0;
+  index pos = 0;
+  // Sweep the block axis from edge to edge; between two consecutive edges both kinds are constant.
+  auto kind = [&pos](const block_run* r) {
+    if (r == nullptr || r->first > pos) return block_kind::none;
+    return r->full ? block_kind::full : block_kind::partial;
+  };
+  auto next_edge = [&pos](const block_run* r) { return r == nullptr ? never : (r->first > pos ? r->first : r->last); };
+  while (ia < ra.size() || ib < rb.size()) {
+    const block_run* x = ia < ra.size() ? &ra[ia] : nullptr;
+    const block_run* y = ib < rb.size() ? &rb[ib] : nullptr;
+    pos = std::max(pos, std::min(x ? x->first : never, y ? y->first : never));
+    const index end = std::min(next_edge(x), next_edge(y));
+    const block_kind k = combine(kind(x), kind(y));
+    if (k != block_kind::none) out.add(pos, end, k == block_kind::full);
+    pos = end;
+    if (x && x->last <= pos) ++ia;
+    if (y && y->last <= pos) ++ib;
+  }
+}
+
+}  // namespace detail
+
+/// Pairs allowed by A or by B.
+template <mask_policy A, mask_policy B>
+struct union_mask {
+  [[no_unique_address]] A a;
+  [[no_unique_address]] B b;
+
+  bool allows(index q, index k, const problem_shape& s) const noexcept { return a.allows(q, k, s) || b.allows(q, k, s); }
+  static constexpr bool is_always_full() { return A::is_always_full() || B::is_always_full(); }
+
+  void plan(const block_query& bq, block_plan& out) const noexcept {
+    block_plan pa = out.spare(0), pb = out.spare(detail::plan_lists_v<A>);
+    detail::plan_blocks(a, bq, pa);
+    detail::plan_blocks(b, bq, pb);
+    detail::merge_plans(pa, pb, [](detail::block_kind x, detail::block_kind y) { return std::max(x, y); }, out);
+  }
+  template <class Dims>
+  void check(const Dims& dims, const char* api) const {
+    if constexpr (requires { a.check(dims, api); }) a.check(dims, api);
+    if constexpr (requires { b.check(dims, api); }) b.check(dims, api);
+  }
+};
+
+/// Pairs allowed by both A and B.
+template <mask_policy A, mask_policy B>
+struct intersect_mask {
+  [[no_unique_address]] A a;
+  [[no_unique_address]] B b;
+
+  bool allows(index q, index k, const problem_shape& s) const noexcept { return a.allows(q, k, s) && b.allows(q, k, s); }
+  static constexpr bool is_always_full() { return A::is_always_full() && B::is_always_full(); }
+
+  void plan(const block_query& bq, block_plan& out) const noexcept {
+    block_plan pa = out.spare(0), pb = out.spare(detail::plan_lists_v<A>);
+    detail::plan_blocks(a, bq, pa);
+    detail::plan_blocks(b, bq, pb);
+    detail::merge_plans(pa, pb, [](detail::block_kind x, detail::block_kind y) { return std::min(x, y); }, out);
+  }
+  template <class Dims>
+  void check(const Dims& dims, const char* api) const {
+    if constexpr (requires { a.check(dims, api); }) a.check(dims, api);
+    if constexpr (requires { b.check(dims, api); }) b.check(dims, api);
+  }
+};
+
+namespace detail {
+template <class A, class B>
+struct plan_lists<union_mask<A, B>> : std::integral_constant<index, 1 + plan_lists_v<A> + plan_lists_v<B>> {};
+template <class A, class B>
+struct plan_lists<intersect_mask<A, B>> : std::integral_constant<index, 1 + plan_lists_v<A> + plan_lists_v<B>> {};
+}  // namespace detail
+
+/// `causal{} | key_padding{...}`: pairs either mask allows.
+template <mask_policy A, mask_policy B>
+constexpr union_mask<A, B> operator|(const A& a, const B& b) {
+  return {a, b};
+}
+/// `causal{} & key_padding{...}`: pairs both masks allow.
+template <mask_policy A, mask_policy B>
+constexpr intersect_mask<A, B> operator&(const A& a, const B& b) {
+  return {a, b};
+}
+
+}  // namespace salt

@@ -1,0 +1,145 @@
+#pragma once
+/// \file mask/concept.hpp
+/// What a mask policy is: a small value that says which (query, key) pairs may attend, and which key
+/// blocks a block of queries must visit, each marked full (no per-pair test) or partial.
+
+#include <algorithm>
+#include <concepts>
+#include <span>
+#include <type_traits>
+
+#include "../config.hpp"
+
+namespace salt {
+
+/// Where a mask is being asked: sequence lengths and which batch item and query head.
+struct problem_shape {
+  index lq = 0;     ///< query tokens
+  index lk = 0;     ///< key tokens
+  index batch = 0;  ///< batch item of the pair
+  index head = 0;   ///< query head of the pair
+};
+
+/// Sizes of a whole call, for masks and score policies that check their parameters before a kernel runs.
+struct problem_dims {
+  index batch = 1, q_heads = 1, kv_heads = 1, lq = 0, lk = 0, d = 0, dv = 0;
+};
+
+/// A query tile asking for its key blocks: queries [q_begin, q_end), key blocks of `block` keys
+/// (block b covers keys [b * block, (b + 1) * block) clipped to lk).
+struct block_query {
+  index q_begin = 0, q_end = 0;
+  index block = 1;
+  problem_shape shape;
+
+  index key_blocks() const noexcept { return (shape.lk + block - 1) / block; }
+};
+
+/// A run of consecutive key blocks [first, last) that are all full or all partial.
+struct block_run {
+  index first = 0, last = 0;
+  bool full = false;
+};
+
+/// The key blocks one query tile visits: sorted, disjoint runs in caller-provided storage.
+/// Composite masks build their parts' plans in `spare()` storage that lies after this plan.
+class block_plan {
+ public:
+  /// `storage` holds `lists` plans of `capacity` runs each; this plan takes the first.
+  block_plan(block_run* storage, index capacity, index lists) noexcept
+      : runs_(storage), capacity_(capacity), lists_after_(lists - 1) {}
+
+  /// Appends key blocks [first, last), merging with the previous run when they touch and agree.
+  /// Runs must arrive in increasing order; empty ranges are ignored.
+  void add(index first, index last, bool full) noexcept {
+    if (first >= last) return;
+    if (size_ > 0 && runs_[size_ - 1].last == first && runs_[size_ - 1].full == full) {
+      runs_[size_ - 1].last = last;
+      return;
+    }
+    runs_[size_++] = block_run{first, last, full};
+  }
+  void clear() noexcept { size_ = 0; }
+
+  std::span<const block_run> runs() const noexcept { return {runs_, static_cast<std::size_t>(size_)}; }
+  /// Number of key blocks in the plan.
+  index blocks() const noexcept {
+    index n = 0;
+    for (const block_run& r : runs()) n += r.last - r.first;
+    return n;
+  }
+
+  /// An empty plan in the storage after this one (and everything it leaves to its own spares).
+  /// `skip` lists are left for plans built earlier at this level.
+  block_plan spare(index skip = 0) const noexcept {
+    return block_plan(runs_ + (1 + skip) * capacity_, capacity_, lists_after_ - skip);
+  }
+
+ private:
+  block_run* runs_;
+  index capacity_;
+  index size_ = 0;
+  index lists_after_;
+};
+
+/// A mask policy: which (query, key) pairs may attend. `allows` is the per-pair truth; `is_always_full`
+/// says no pair is ever masked (then the engine removes all masking code).
+template <class M>
+concept mask_policy = std::is_trivially_copyable_v<M> &&
+    requires(const M& m, index q, index k, const problem_shape& s) {
+  { m.allows(q, k, s) } noexcept -> std::same_as<bool>;
+  { M::is_always_full() } -> std::same_as<bool>;
+  typename std::bool_constant<M::is_always_full()>;  // must be a constant expression
+};
+
+/// A mask that enumerates its own key blocks. Masks without `plan` are treated as "every block partial",
+/// which is correct but visits and tests every pair.
+template <class M>
+concept planned_mask = mask_policy<M> && requires(const M& m, const block_query& bq, block_plan& out) {
+  { m.plan(bq, out) } noexcept;
+};
+
+namespace detail {
+
+/// How many plan lists a mask needs while planning (1 for leaves; composites add their parts').
+template <class M>
+struct plan_lists : std::integral_constant<index, 1> {};
+template <class M>
+inline constexpr index plan_lists_v = plan_lists<M>::value;
+
+/// Plans the key blocks of one query tile, whatever the mask offers.
+template <mask_policy M>
+void plan_blocks(const M& mask, const block_query& bq, block_plan& out) noexcept {
+  out.clear();
+  if constexpr (planned_mask<M>) {
+    mask.plan(bq, out);
+  } else {
+    out.add(0, bq.key_blocks(), M::is_always_full());
+  }
+}
+
+/// Adds the blocks that overlap key range [k_begin, k_end) where [full_begin, full_end) is the part of
+/// it in which every pair is allowed for the whole query tile. Helper for interval-shaped masks.
+inline void add_key_interval(const block_query& bq, index k_begin, index k_end, index full_begin, index full_end,
+                             block_plan& out) noexcept {
+  k_begin = std::max<index>(k_begin, 0);
+  k_end = std::min(k_end, bq.shape.lk);
+  if (k_begin >= k_end) return;
+  const index B = bq.block;
+  const index first = k_begin / B, last = (k_end + B - 1) / B;
+  full_begin = std::max(full_begin, k_begin);
+  full_end = std::min(full_end, k_end);
+  // A block is full when all of its keys lie in [full_begin, full_end); the last block is clipped to lk.
+  index f_first = (full_begin + B - 1) / B;
+  index f_last = full_end == bq.shape.lk ? (full_end + B - 1) / B : full_end / B;
+  if (full_begin >= full_end || f_first >= f_last) {
+    out.add(first, last, false);
+    return;
+  }
+  out.add(first, f_first, false);
+  out.add(f_first, f_last, true);
+  out.add(f_last, last, false);
+}
+
+}  // namespace detail
+}  // namespace salt

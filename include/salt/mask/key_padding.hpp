@@ -1,0 +1,62 @@
+#pragma once
+/// \file mask/key_padding.hpp
+/// Key padding: keys past each sequence's valid length (`key_padding`) or flagged off (`key_mask`) are
+/// never attended.
+
+#include <cstdint>
+#include <span>
+
+#include "../error.hpp"
+#include "concept.hpp"
+
+namespace salt {
+
+/// Batch item b attends only to its first `lengths[b]` keys. The lengths are not copied: they must
+/// outlive the call.
+struct key_padding {
+  std::span<const index> lengths;
+
+  bool allows(index, index k, const problem_shape& s) const noexcept { return k < lengths[s.batch]; }
+  static constexpr bool is_always_full() { return false; }
+
+  void plan(const block_query& bq, block_plan& out) const noexcept {
+    const index valid = lengths[bq.shape.batch];
+    detail::add_key_interval(bq, 0, valid, 0, valid, out);
+  }
+
+  void check(const problem_dims& dims, const char* api) const {
+    detail::require(static_cast<index>(lengths.size()) == dims.batch, api, ": key_padding has ", lengths.size(),
+                    " lengths for a batch of ", dims.batch);
+    for (index b = 0; b < dims.batch; ++b)
+      detail::require(lengths[b] >= 0 && lengths[b] <= dims.lk, api, ": key_padding length ", lengths[b],
+                      " of batch item ", b, " is outside [0, ", dims.lk, "]");
+  }
+};
+
+/// Batch item b attends to key k when `valid[b * lk + k]` is non-zero (a per-key flag, as in
+/// HuggingFace's attention_mask). The flags are not copied: they must outlive the call.
+struct key_mask {
+  std::span<const std::uint8_t> valid;
+
+  bool allows(index, index k, const problem_shape& s) const noexcept { return valid[s.batch * s.lk + k] != 0; }
+  static constexpr bool is_always_full() { return false; }
+
+  void plan(const block_query& bq, block_plan& out) const noexcept {
+    // Per key block: skip when no key is valid, full when every key is; cost O(keys), far below the
+    // O(queries * keys * d) the visited blocks cost.
+    const std::uint8_t* flags = valid.data() + bq.shape.batch * bq.shape.lk;
+    for (index b = 0, nb = bq.key_blocks(); b < nb; ++b) {
+      const index k0 = b * bq.block, k1 = std::min(k0 + bq.block, bq.shape.lk);
+      index on = 0;
+      for (index k = k0; k < k1; ++k) on += flags[k] != 0;
+      if (on > 0) out.add(b, b + 1, on == k1 - k0);
+    }
+  }
+
+  void check(const problem_dims& dims, const char* api) const {
+    detail::require(static_cast<index>(valid.size()) == dims.batch * dims.lk, api, ": key_mask has ", valid.size(),
+                    " flags but batch * lk = ", dims.batch, " * ", dims.lk);
+  }
+};
+
+}  // namespace salt

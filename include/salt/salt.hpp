@@ -1,0 +1,10 @@
+#pragma once
+/// \file salt.hpp
+/// The umbrella header: every public header of salt, nothing else.
+
+#include "attention.hpp"
+#include "config.hpp"
+#include "error.hpp"
+#include "mask.hpp"
+#include "score.hpp"
+#include "tensor.hpp"

@@ -1,0 +1,9 @@
+#pragma once
+/// \file score.hpp
+/// Every score policy: the scaled dot product, additive biases (table, ALiBi), soft-capping, and `+`.
+
+#include "score/bias.hpp"
+#include "score/concept.hpp"
+#include "score/dot_product.hpp"
+#include "score/softcap.hpp"
+#include "score/sum.hpp"

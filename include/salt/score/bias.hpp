@@ -1,0 +1,74 @@
+#pragma once
+/// \file score/bias.hpp
+/// Additive score sources: an explicit bias table and ALiBi. Add them to the dot product with `+`:
+/// `dot_product{} + alibi{slopes}`.
+
+#include <cstdlib>
+#include <span>
+
+#include "../error.hpp"
+#include "concept.hpp"
+
+namespace salt {
+
+/// Adds bias(b, h, i, j) = data[b * batch_stride + h * head_stride + i * row_stride + j] to logit (i, j).
+/// Strides of 0 share the table across batch items or heads. The table is not copied.
+template <class T>
+struct bias_table {
+  const T* data = nullptr;
+  index rows = 0, cols = 0;  ///< must equal (Lq, Lk)
+  index row_stride = 0, head_stride = 0, batch_stride = 0;
+
+  /// One (Lq, Lk) table shared by every batch item and head, from a row-major matrix.
+  template <class Derived>
+  static bias_table shared(const Derived& m) {
+    static_assert(static_cast<int>(Derived::IsRowMajor), "salt::bias_table::shared needs a row-major (Lq, Lk) matrix.");
+    return {m.data(), m.rows(), m.cols(), m.outerStride(), 0, 0};
+  }
+
+  static constexpr bool uses_dot_product() { return false; }
+  static constexpr bool is_identity() { return false; }
+  double dot_scale(index) const noexcept { return 0; }
+
+  template <class U>
+  void apply(const logit_tile<U>& t, const problem_shape& p) const noexcept {
+    const T* base = data + p.batch * batch_stride + p.head * head_stride + t.q_begin * row_stride + t.k_begin;
+    for (index j = 0; j < t.keys; ++j) {
+      U* row = t.key_row(j);
+      for (index i = 0; i < t.queries; ++i) row[i] += static_cast<U>(base[i * row_stride + j]);
+    }
+  }
+
+  void check(const problem_dims& dims, const char* api) const {
+    detail::require(rows == dims.lq && cols == dims.lk, api, ": bias_table is ", rows, " x ", cols,
+                    " but the scores are ", dims.lq, " x ", dims.lk);
+  }
+};
+
+/// ALiBi (Press et al.): adds -slope[h] * |i' - j| where i' = i + (Lk - Lq) is the query's position on
+/// the key axis (bottom-right alignment, as causal uses). Under a causal mask this is slope * (j - i'),
+/// the published form. The slopes are not copied.
+struct alibi {
+  std::span<const double> slopes;  ///< one per query head
+
+  static constexpr bool uses_dot_product() { return false; }
+  static constexpr bool is_identity() { return false; }
+  double dot_scale(index) const noexcept { return 0; }
+
+  template <class U>
+  void apply(const logit_tile<U>& t, const problem_shape& p) const noexcept {
+    const U slope = static_cast<U>(slopes[p.head]);
+    const index shift = p.lk - p.lq + t.q_begin - t.k_begin;  // query position minus key position at (0, 0)
+    for (index j = 0; j < t.keys; ++j) {
+      U* row = t.key_row(j);
+      for (index i = 0; i < t.queries; ++i) row[i] -= slope * static_cast<U>(std::abs(shift + i - j));
+    }
+  }
+
+  void check(const problem_dims& dims, const char* api) const {
+    detail::require(static_cast<index>(slopes.size()) >= dims.q_heads, api, ": alibi has ", slopes.size(),
+                    " slopes for ", dims.q_heads, " query heads");
+  }
+};
+
+}  // namespace salt

@@ -1,0 +1,42 @@
+#pragma once
+/// \file score/softcap.hpp
+/// `softcap`: squashes logits into (-cap, cap) with cap * tanh(s / cap), as Gemma 2 and Grok do.
+
+#include <Eigen/Core>
+
+#include "../error.hpp"
+#include "concept.hpp"
+#include "dot_product.hpp"
+
+namespace salt {
+
+/// Soft-capping of another score policy's logits: s -> cap * tanh(s / cap).
+template <class Inner = dot_product>
+struct softcap {
+  double cap = 50.0;
+  [[no_unique_address]] Inner inner{};
+
+  static constexpr bool uses_dot_product() { return Inner::uses_dot_product(); }
+  static constexpr bool is_identity() { return false; }
+  double dot_scale(index d) const noexcept { return inner.dot_scale(d); }
+
+  template <class U>
+  void apply(const logit_tile<U>& t, const problem_shape& p) const noexcept {
+    inner.apply(t, p);
+    const U c = static_cast<U>(cap), inv = U(1) / c;
+    for (index j = 0; j < t.keys; ++j) {
+      // Eigen's array tanh is vectorised for float.
+      Eigen::Map<Eigen::Array<U, Eigen::Dynamic, 1>> row(t.key_row(j), t.queries);
+      row = c * (row * inv).tanh();
+    }
+  }
+
+  void check(const problem_dims& dims, const char* api) const {
+    detail::require(cap > 0, api, ": softcap cap must be positive, got ", cap);
+    if constexpr (requires { inner.check(dims, api); }) inner.check(dims, api);
+  }
+};
+
+softcap(double) -> softcap<dot_product>;
+
+}  // namespace salt

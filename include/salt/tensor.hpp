@@ -1,0 +1,92 @@
+#pragma once
+/// \file tensor.hpp
+/// The Q/K/V tensor concept: one head is a (tokens, features) row-major matrix; many heads are a strided
+/// view over a (batch, heads, tokens, features) buffer. Kernels read both through `head_view`.
+
+#include <Eigen/Core>
+
+#include <type_traits>
+
+#include "config.hpp"
+#include "error.hpp"
+
+namespace salt {
+
+/// Row-major dense matrix: one token per row, which is the layout every kernel reads without copying.
+template <class T>
+using row_matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// Column vector (one value per query row, e.g. the log-sum-exp).
+template <class T>
+using column = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+
+/// A read-only view of one head that binds row-major matrices and row blocks without a copy.
+/// A column-major argument is copied once into a temporary owned by the Ref.
+template <class T>
+using matrix_cref = Eigen::Ref<const row_matrix<T>, 0, Eigen::OuterStride<>>;
+
+/// One head as the kernels see it: `rows` tokens of `cols` features, token r at `data + r * row_stride`.
+template <class T>
+struct head_view {
+  T* data = nullptr;
+  index rows = 0;
+  index cols = 0;
+  index row_stride = 0;
+
+  T* row(index r) const noexcept { return data + r * row_stride; }
+};
+
+/// A strided view over a (batch, heads, tokens, features) buffer. Features are contiguous; the other
+/// three strides are free, so (B, H, L, D), (B, L, H, D) and single matrices are all views of this kind.
+/// The view does not own its data.
+template <class T>
+struct tensor_view {
+  T* data = nullptr;
+  index batch = 0, heads = 0, tokens = 0, features = 0;
+  index batch_stride = 0, head_stride = 0, token_stride = 0;
+
+  /// (batch, heads, tokens, features) stored contiguously in that order, as PyTorch's SDPA takes it.
+  static tensor_view bhld(T* data, index batch, index heads, index tokens, index features) {
+    return {data, batch, heads, tokens, features, heads * tokens * features, tokens * features, features};
+  }
+  /// (batch, tokens, heads, features) stored contiguously, the layout a fused QKV projection produces.
+  static tensor_view blhd(T* data, index batch, index tokens, index heads, index features) {
+    return {data, batch, heads, tokens, features, tokens * heads * features, features, heads * features};
+  }
+  /// A single head (batch = heads = 1) over a row-major matrix; no copy.
+  template <class Derived>
+  static tensor_view of(Derived& m) {
+    static_assert(static_cast<int>(std::remove_cvref_t<Derived>::IsRowMajor) || std::remove_cvref_t<Derived>::ColsAtCompileTime == 1,
+                  "salt::tensor_view::of needs a row-major matrix: one token per row, features contiguous.");
+    require_inner_stride(m.innerStride());
+    return {m.data(), 1, 1, m.rows(), m.cols(), 0, 0, m.outerStride()};
+  }
+
+  /// Read-only view of the same data.
+  operator tensor_view<const T>() const noexcept {  // NOLINT(google-explicit-constructor): views convert like pointers
+    return {data, batch, heads, tokens, features, batch_stride, head_stride, token_stride};
+  }
+
+  head_view<T> head(index b, index h) const noexcept {
+    return {data + b * batch_stride + h * head_stride, tokens, features, token_stride};
+  }
+
+ private:
+  static void require_inner_stride(index s) {
+    detail::require(s == 1, "salt::tensor_view::of: features must be contiguous (inner stride ", s, ")");
+  }
+};
+
+/// Where the per-row log-sum-exp of a multi-head call goes: (batch, heads, query tokens), tokens contiguous.
+/// A default-constructed view (data == nullptr) means "not wanted".
+template <class T>
+struct lse_view {
+  T* data = nullptr;
+  index batch_stride = 0, head_stride = 0;
+
+  /// Contiguous (batch, heads, tokens) storage.
+  static lse_view bht(T* data, index heads, index tokens) { return {data, heads * tokens, tokens}; }
+  T* head(index b, index h) const noexcept { return data + b * batch_stride + h * head_stride; }
+};
+
+}  // namespace salt
