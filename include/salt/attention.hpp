@@ -92,11 +92,16 @@ void check_problem(const tensor_view<const T>& q, const tensor_view<const T>& k,
 
 }  // namespace detail
 
+/// Read-only input view; the scalar type of a multi-head call is taken from `out`, so mutable and const
+/// views both bind here.
+template <class T>
+using input_view = std::type_identity_t<tensor_view<const T>>;
+
 /// Multi-head attention over strided (batch, heads, tokens, features) views, written into `out`.
 /// K/V may have fewer heads than Q (grouped-query: query head h reads K/V head h / (Hq / Hkv)).
 /// `lse`, when given, receives the natural-log log-sum-exp of every query row.
 template <class T, mask_policy Mask = no_mask, score_policy_for<T> Score = dot_product>
-void attention(const tensor_view<const T>& q, const tensor_view<const T>& k, const tensor_view<const T>& v,
+void attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
                const tensor_view<T>& out, const lse_view<T>& lse, const Mask& mask = {}, const Score& score = {},
                const run_options& opts = {}) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
@@ -107,7 +112,7 @@ void attention(const tensor_view<const T>& q, const tensor_view<const T>& k, con
 
 /// Multi-head attention without the log-sum-exp.
 template <class T, mask_policy Mask = no_mask, score_policy_for<T> Score = dot_product>
-void attention(const tensor_view<const T>& q, const tensor_view<const T>& k, const tensor_view<const T>& v,
+void attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
                const tensor_view<T>& out, const Mask& mask = {}, const Score& score = {},
                const run_options& opts = {}) {
   attention(q, k, v, out, lse_view<T>{}, mask, score, opts);

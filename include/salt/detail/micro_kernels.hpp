@@ -79,11 +79,11 @@ void dot_tile(const T* qt, const T* k, index k_stride, index nk, index d, int qp
 }
 
 /// Online-softmax update of one tile of logits st (nk keys x qp query packets), in place:
-/// m' = max(m, max_j s), alpha = 2^(m - m'), p = 2^(s - m'), l' = alpha * l + sum_j p.
-/// Logits are in base-2 units (the engine folds log2(e) into the query scale) unless ToBase2, in which
-/// case they are natural and converted here. A row that has seen no allowed key keeps m = -inf and gets
-/// p = 0, alpha = 0 (never NaN from -inf - -inf). A NaN logit makes its p, hence its row, NaN.
-template <class T, bool ToBase2>
+/// m' = max(m, max_j s), alpha = e^(m - m'), p = e^(s - m'), l' = alpha * l + sum_j p.
+/// e^(s - m) is computed as 2^((s - m) log2 e), the subtraction exact near the max. A row that has seen
+/// no allowed key keeps m = -inf and gets p = 0, alpha = 0 (never NaN from -inf - -inf). A NaN logit
+/// makes its p, hence its row, NaN.
+template <class T>
 void softmax_tile(T* st, index nk, int qp, T* m, T* l, T* alpha) noexcept {
   using P = packet<T>;
   constexpr int N = lanes<T>;
@@ -91,17 +91,16 @@ void softmax_tile(T* st, index nk, int qp, T* m, T* l, T* alpha) noexcept {
   const P log2e = ei::pset1<P>(T(1.4426950408889634074));
   const P minus_inf = ei::pset1<P>(-std::numeric_limits<T>::infinity());
   const P zero = ei::pset1<P>(T(0));
-  auto base2 = [&](P x) { return ToBase2 ? ei::pmul(x, log2e) : x; };
   for (int p = 0; p < qp; ++p) {
     const P m_old = ei::pload<P>(m + p * N);
     P m_new = m_old;
-    for (index j = 0; j < nk; ++j) m_new = ei::pmax(ei::pload<P>(st + j * S + p * N), m_new);
+    for (index j = 0; j < nk; ++j) m_new = pmax_nan_first<T>(ei::pload<P>(st + j * S + p * N), m_new);
     const P m_safe = ei::pselect(ei::pcmp_eq(m_new, minus_inf), zero, m_new);
-    const P a = pexp2<T>(base2(ei::psub(m_old, m_safe)));
+    const P a = pexp2<T>(ei::pmul(ei::psub(m_old, m_safe), log2e));
     P sum = zero;
     for (index j = 0; j < nk; ++j) {
       T* s = st + j * S + p * N;
-      const P e = pexp2<T>(base2(ei::psub(ei::pload<P>(s), m_safe)));
+      const P e = pexp2<T>(ei::pmul(ei::psub(ei::pload<P>(s), m_safe), log2e));
       ei::pstore(s, e);
       sum = ei::padd(sum, e);
     }

@@ -62,22 +62,42 @@ struct exp2_poly<double> {
   static constexpr double lowest = -1200.0;  // 2^-1200 is 0 in double
 };
 
+/// max(a, b), returning `a` when either is NaN (Eigen's convention). The AVX-512 forms are spelled with a
+/// full zero-mask because GCC 12's unmasked intrinsics trip -Wmaybe-uninitialized (GCC bug 105593).
+template <class T>
+EIGEN_STRONG_INLINE packet<T> pmax_nan_first(const packet<T>& a, const packet<T>& b) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) return _mm512_maskz_max_ps(__mmask16(0xFFFF), b, a);
+  else return _mm512_maskz_max_pd(__mmask8(0xFF), b, a);
+#else
+  return ei::pmax(a, b);
+#endif
+}
+
 /// 2^x elementwise for x <= 0 (the engine only needs non-positive arguments: logits minus their max).
 /// -inf gives exactly 0, NaN stays NaN; results below the smallest normal may flush to 0.
 template <class T>
 EIGEN_STRONG_INLINE packet<T> pexp2(packet<T> x) {
   using P = packet<T>;
   using poly = exp2_poly<T>;
-  x = ei::pmax(x, ei::pset1<P>(poly::lowest));  // Eigen's pmax returns its first argument for NaN
-  const P n = ei::print(x);    // nearest integer
+  x = pmax_nan_first<T>(x, ei::pset1<P>(poly::lowest));  // -inf -> lowest; NaN stays
+  P n;                                                 // nearest integer
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) n = _mm512_maskz_roundscale_ps(__mmask16(0xFFFF), x, _MM_FROUND_TO_NEAREST_INT);
+  else n = _mm512_maskz_roundscale_pd(__mmask8(0xFF), x, _MM_FROUND_TO_NEAREST_INT);
+#else
+  n = ei::print(x);
+#endif
   const P f = ei::psub(x, n);  // in [-1/2, 1/2], exact
   P p = ei::pset1<P>(poly::c[poly::degree]);
   for (int i = poly::degree - 1; i >= 0; --i) p = ei::pmadd(p, f, ei::pset1<P>(poly::c[i]));
 #if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) return _mm512_scalef_ps(p, n);  // p * 2^n in one instruction
-  if constexpr (std::is_same_v<T, double>) return _mm512_scalef_pd(p, n);
-#endif
+  // p * 2^n in one instruction, exact for the whole range including underflow to 0.
+  if constexpr (std::is_same_v<T, float>) return _mm512_maskz_scalef_ps(__mmask16(0xFFFF), p, n);
+  else return _mm512_maskz_scalef_pd(__mmask8(0xFF), p, n);
+#else
   return ei::pldexp(p, n);
+#endif
 }
 
 /// Keeps a packet in a register: stops the compiler from re-reading it from memory as an operand of

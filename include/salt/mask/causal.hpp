@@ -33,10 +33,11 @@ struct causal {
     // query's last key, the diagonal cuts through the block.
     const index full_end = last_key(bq.q_begin, bq.shape) + 1;
     const index end = last_key(bq.q_end - 1, bq.shape) + 1;
-    detail::add_key_interval(bq, 0, end, 0, full_end, out);
+    out.add_keys(bq, 0, end, 0, full_end);
   }
 };
 
 causal() -> causal<causal_alignment::bottom_right>;
+causal(index) -> causal<causal_alignment::bottom_right>;
 
 }  // namespace salt

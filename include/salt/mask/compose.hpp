@@ -17,7 +17,7 @@ enum class block_kind : int { none = 0, partial = 1, full = 2 };
 /// Merges two plans block-run by block-run; `combine` decides each stretch's kind from its parts'.
 template <class Combine>
 void merge_plans(const block_plan& a, const block_plan& b, Combine combine, block_plan& out) noexcept {
-  constexpr index never = std::numeric_limits<index>::max();
+  static constexpr index never = std::numeric_limits<index>::max();
   const auto ra = a.runs(), rb = b.runs();
   std::size_t ia = 0, ib = 0;
   index pos = 0;

@@ -61,6 +61,29 @@ class block_plan {
   }
   void clear() noexcept { size_ = 0; }
 
+  /// Adds the blocks of `bq` that overlap keys [k_begin, k_end), where [full_begin, full_end) is the part
+  /// of that range in which every pair is allowed for the whole query tile. The building block of
+  /// interval-shaped masks (causal, padding, windows); ranges are clipped to [0, lk).
+  void add_keys(const block_query& bq, index k_begin, index k_end, index full_begin, index full_end) noexcept {
+    k_begin = std::max<index>(k_begin, 0);
+    k_end = std::min(k_end, bq.shape.lk);
+    if (k_begin >= k_end) return;
+    const index B = bq.block;
+    const index first = k_begin / B, last = (k_end + B - 1) / B;
+    full_begin = std::max(full_begin, k_begin);
+    full_end = std::min(full_end, k_end);
+    // A block is full when all of its keys lie in [full_begin, full_end); the last block is clipped to lk.
+    const index f_first = (full_begin + B - 1) / B;
+    const index f_last = full_end == bq.shape.lk ? (full_end + B - 1) / B : full_end / B;
+    if (full_begin >= full_end || f_first >= f_last) {
+      add(first, last, false);
+      return;
+    }
+    add(first, f_first, false);
+    add(f_first, f_last, true);
+    add(f_last, last, false);
+  }
+
   std::span<const block_run> runs() const noexcept { return {runs_, static_cast<std::size_t>(size_)}; }
   /// Number of key blocks in the plan.
   index blocks() const noexcept {
@@ -116,29 +139,6 @@ void plan_blocks(const M& mask, const block_query& bq, block_plan& out) noexcept
   } else {
     out.add(0, bq.key_blocks(), M::is_always_full());
   }
-}
-
-/// Adds the blocks that overlap key range [k_begin, k_end) where [full_begin, full_end) is the part of
-/// it in which every pair is allowed for the whole query tile. Helper for interval-shaped masks.
-inline void add_key_interval(const block_query& bq, index k_begin, index k_end, index full_begin, index full_end,
-                             block_plan& out) noexcept {
-  k_begin = std::max<index>(k_begin, 0);
-  k_end = std::min(k_end, bq.shape.lk);
-  if (k_begin >= k_end) return;
-  const index B = bq.block;
-  const index first = k_begin / B, last = (k_end + B - 1) / B;
-  full_begin = std::max(full_begin, k_begin);
-  full_end = std::min(full_end, k_end);
-  // A block is full when all of its keys lie in [full_begin, full_end); the last block is clipped to lk.
-  index f_first = (full_begin + B - 1) / B;
-  index f_last = full_end == bq.shape.lk ? (full_end + B - 1) / B : full_end / B;
-  if (full_begin >= full_end || f_first >= f_last) {
-    out.add(first, last, false);
-    return;
-  }
-  out.add(first, f_first, false);
-  out.add(f_first, f_last, true);
-  out.add(f_last, last, false);
 }
 
 }  // namespace detail

@@ -21,7 +21,7 @@ struct key_padding {
 
   void plan(const block_query& bq, block_plan& out) const noexcept {
     const index valid = lengths[bq.shape.batch];
-    detail::add_key_interval(bq, 0, valid, 0, valid, out);
+    out.add_keys(bq, 0, valid, 0, valid);
   }
 
   void check(const problem_dims& dims, const char* api) const {

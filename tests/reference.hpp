@@ -1,0 +1,137 @@
+#pragma once
+/// \file reference.hpp
+/// The oracle: attention computed naively, materialising the whole (Lq, Lk) score matrix, in any
+/// precision U, reusing the very mask and score objects the kernel under test gets. In a precision wider
+/// than the kernel's (`oracle_t`) it is the reference; in the kernel's own precision it measures how
+/// accurate a naive implementation can be, which the accuracy criterion (shared/DESIGN.md §5) compares
+/// against. For float kernels the oracle is fp64; for double kernels it is long double (x87, 64-bit
+/// mantissa), since a double kernel judged against a double reference would be held to zero error.
+
+#include <salt/salt.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <type_traits>
+#include <vector>
+
+namespace salt::test {
+
+/// The precision the reference runs in for a kernel of precision T.
+template <class T>
+using oracle_t = std::conditional_t<std::is_same_v<T, float>, double, long double>;
+
+template <class U>
+struct reference_result {
+  row_matrix<U> out;  // (Lq, dv)
+  column<U> lse;      // (Lq)
+};
+
+/// Naive attention of one head in precision U. Inputs are converted to U first.
+template <class U, class T, class Mask = no_mask, class Score = dot_product>
+reference_result<U> naive_attention(const row_matrix<T>& q, const row_matrix<T>& k, const row_matrix<T>& v,
+                                    const Mask& mask = {}, const Score& score = {}, problem_shape where = {}) {
+  const index lq = q.rows(), lk = k.rows(), d = q.cols();
+  where.lq = lq;
+  where.lk = lk;
+  const row_matrix<U> qu = q.template cast<U>(), ku = k.template cast<U>(), vu = v.template cast<U>();
+  // Scores stored key-major, as the engine hands them to score policies: st(j, i) is query i, key j.
+  row_matrix<U> st = row_matrix<U>::Zero(lk, lq);
+  if constexpr (Score::uses_dot_product()) st = ku * (qu * static_cast<U>(score.dot_scale(d))).transpose();
+  score.apply(logit_tile<U>{st.data(), lq, 0, 0, lq, lk}, where);
+  reference_result<U> r{row_matrix<U>::Zero(lq, v.cols()), column<U>(lq)};
+  std::vector<U> p(static_cast<std::size_t>(lk));
+  for (index i = 0; i < lq; ++i) {
+    U m = -std::numeric_limits<U>::infinity();
+    bool any_nan = false;
+    for (index j = 0; j < lk; ++j) {
+      if (!mask.allows(i, j, where)) continue;
+      any_nan |= std::isnan(st(j, i));
+      m = std::max(m, st(j, i));
+    }
+    if (m == -std::numeric_limits<U>::infinity() && !any_nan) {  // sees no key: zeros, LSE = -inf
+      r.lse(i) = -std::numeric_limits<U>::infinity();
+      continue;
+    }
+    if (any_nan) m = std::numeric_limits<U>::quiet_NaN();
+    U sum = 0;
+    for (index j = 0; j < lk; ++j) {
+      p[static_cast<std::size_t>(j)] = mask.allows(i, j, where) ? std::exp(st(j, i) - m) : U(0);
+      sum += p[static_cast<std::size_t>(j)];
+    }
+    for (index j = 0; j < lk; ++j) {
+      if (!mask.allows(i, j, where)) continue;
+      r.out.row(i) += (p[static_cast<std::size_t>(j)] / sum) * vu.row(j);
+    }
+    r.lse(i) = m + std::log(sum);
+  }
+  return r;
+}
+
+/// Largest absolute difference over entries where both are finite; non-finite entries must agree in kind
+/// (both NaN, or the same infinity), else the difference is +inf.
+template <class A, class B>
+double max_abs_diff(const A& a, const B& b) {
+  long double worst = 0;
+  for (index i = 0; i < a.rows(); ++i)
+    for (index j = 0; j < a.cols(); ++j) {
+      const long double x = static_cast<long double>(a(i, j)), y = static_cast<long double>(b(i, j));
+      if (std::isnan(x) || std::isnan(y)) {
+        if (std::isnan(x) != std::isnan(y)) return std::numeric_limits<double>::infinity();
+        continue;
+      }
+      if (std::isinf(x) || std::isinf(y)) {
+        if (x != y) return std::numeric_limits<double>::infinity();
+        continue;
+      }
+      worst = std::max(worst, std::abs(x - y));
+    }
+  return static_cast<double>(worst);
+}
+
+/// Largest finite magnitude in a matrix or vector (1 when there is none): the scale of its values.
+template <class A>
+double finite_scale(const A& a) {
+  double s = 1;
+  for (index i = 0; i < a.rows(); ++i)
+    for (index j = 0; j < a.cols(); ++j)
+      if (std::isfinite(static_cast<double>(a(i, j)))) s = std::max(s, std::abs(static_cast<double>(a(i, j))));
+  return s;
+}
+
+/// The accuracy criterion of shared/DESIGN.md §5 (FlashAttention's): the kernel's error against the fp64
+/// reference is at most twice the error of the naive computation in the kernel's own precision, plus a
+/// floor of a few units in the last place of the output's scale (for outputs the naive path gets exact).
+template <class T>
+struct accuracy {
+  double kernel_error = 0, naive_error = 0, floor = 0;
+  bool ok() const { return kernel_error <= 2 * naive_error + floor; }
+};
+
+template <class T, class A, class B, class C>
+accuracy<T> judge(const A& kernel, const B& naive, const C& ref, double scale) {
+  return {max_abs_diff(kernel, ref), max_abs_diff(naive, ref),
+          4 * static_cast<double>(std::numeric_limits<T>::epsilon()) * std::max(1.0, scale)};
+}
+
+/// Uniform [-1, 1) matrices from a fixed seed (std::mt19937_64 is specified bit for bit by the standard;
+/// the distribution is not, so values are built from raw bits).
+class random_source {
+ public:
+  explicit random_source(std::uint64_t seed) : engine_(seed) {}
+  double uniform() { return static_cast<double>(engine_() >> 11) * 0x1.0p-52 - 1.0; }
+  template <class T>
+  row_matrix<T> matrix(index rows, index cols, double scale = 1.0) {
+    row_matrix<T> m(rows, cols);
+    for (index i = 0; i < rows; ++i)
+      for (index j = 0; j < cols; ++j) m(i, j) = static_cast<T>(scale * uniform());
+    return m;
+  }
+  std::uint64_t bits() { return engine_(); }
+
+ private:
+  std::mt19937_64 engine_;
+};
+
+}  // namespace salt::test
