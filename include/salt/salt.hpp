@@ -6,5 +6,6 @@
 #include "config.hpp"
 #include "error.hpp"
 #include "mask.hpp"
+#include "random.hpp"
 #include "score.hpp"
 #include "tensor.hpp"
