@@ -28,9 +28,12 @@ double measure_fma_peak_gflops(double seconds = 0.2) {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, 2.0 * lanes<T> * chains * iterations / s * 1e-9);
   } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < seconds);
-  volatile T sink = ei::pfirst(acc[0]);
-  for (int c = 1; c < chains; ++c) sink = sink + ei::pfirst(acc[c]);
-  (void)sink;
+  alignas(64) T lanes_out[lanes<T>];
+  volatile T sink = 0;  // keeps the chains alive
+  for (int c = 0; c < chains; ++c) {
+    ei::pstore(lanes_out, acc[c]);
+    sink = sink + lanes_out[0];
+  }
   return best;
 }
 

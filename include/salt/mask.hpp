@@ -7,3 +7,6 @@
 #include "mask/concept.hpp"
 #include "mask/key_padding.hpp"
 #include "mask/none.hpp"
+#include "mask/sliding_window.hpp"
+#include "mask/global_tokens.hpp"
+#include "mask/segments.hpp"

@@ -6,6 +6,7 @@
 #include "config.hpp"
 #include "error.hpp"
 #include "mask.hpp"
+#include "plan.hpp"
 #include "random.hpp"
 #include "score.hpp"
 #include "tensor.hpp"

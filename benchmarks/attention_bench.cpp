@@ -1,0 +1,125 @@
+// Google Benchmark suite of the exact engine, templated on the mask policy: time against sequence length
+// with a complexity fit, GFLOP/s from the FLOPs the kernel must do, the fraction of this machine's FMA
+// peak measured in the same run, time per visited pair, and bytes allocated per call.
+//
+//   build/benchmarks/salt_bench --benchmark_filter=dense   (see README: Benchmarks)
+#include <benchmark/benchmark.h>
+
+#include <salt/salt.hpp>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "common/alloc_counter.hpp"
+#include "common/fma_peak.hpp"
+#include "common/problem.hpp"
+
+namespace {
+
+using salt::index;
+double fma_peak_gflops = 0;  // one core, measured in main() before any benchmark
+
+/// How many FLOPs a call must do: 2 d + 2 dv per attended pair. For dense and causal this is the usual
+/// 4 Lq Lk d (halved for causal); sparse masks count the pairs their plan visits.
+using flop_rule = std::function<double(const salt::bench::attention_inputs&)>;
+
+double dense_flops(const salt::bench::attention_inputs& in) {
+  return 4.0 * static_cast<double>(in.batch * in.heads) * static_cast<double>(in.lq) * static_cast<double>(in.lk) *
+         static_cast<double>(in.d);
+}
+
+template <class Mask>
+flop_rule visited_pairs_flops(Mask mask) {
+  return [mask](const salt::bench::attention_inputs& in) {
+    return 4.0 * static_cast<double>(salt::plan_work<float>(mask, in.dims()).visited_pairs) * static_cast<double>(in.d);
+  };
+}
+
+/// Runs `mask` on (batch, heads, L, d) with `threads` threads and reports the counters.
+template <class Mask>
+void run_attention(benchmark::State& state, const Mask& mask, const flop_rule& flops, index heads = 1, index d = 64) {
+  const index L = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  salt::bench::attention_inputs in(1, heads, heads, L, L, d);
+  const salt::run_options opts{.threads = threads};
+  salt::attention(in.qv(), in.kv(), in.vv(), in.ov(), mask, salt::dot_product{}, opts);  // warm up
+  salt::bench::reset_alloc_stats();
+  double seconds = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    salt::attention(in.qv(), in.kv(), in.vv(), in.ov(), mask, salt::dot_product{}, opts);
+    benchmark::DoNotOptimize(in.out.data());
+    benchmark::ClobberMemory();
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  const auto alloc = salt::bench::read_alloc_stats();
+  const double per_call = seconds / static_cast<double>(state.iterations());
+  const double gflops = flops(in) / per_call * 1e-9;
+  const auto pairs = salt::plan_work<float>(mask, in.dims()).visited_pairs;
+  state.SetComplexityN(L);
+  state.counters["GFLOP/s"] = gflops;
+  state.counters["peak_frac"] = gflops / (fma_peak_gflops * threads);
+  state.counters["ns/pair"] = per_call / static_cast<double>(pairs) * 1e9;
+  state.counters["alloc_B/call"] = static_cast<double>(alloc.bytes) / static_cast<double>(state.iterations());
+  state.counters["peak_alloc_B"] = static_cast<double>(alloc.peak_live);
+}
+
+void sequence_lengths(benchmark::internal::Benchmark* b, index from, index to, int threads) {
+  for (index L = from; L <= to; L *= 2) b->Args({L, threads});
+  b->Unit(benchmark::kMillisecond)->Complexity()->UseRealTime();
+}
+
+void BM_fma_peak(benchmark::State& state) {
+  for (auto _ : state) state.SetIterationTime(1.0);
+  state.counters["GFLOP/s"] = fma_peak_gflops;
+}
+
+void BM_dense(benchmark::State& state) { run_attention(state, salt::no_mask{}, dense_flops); }
+void BM_causal(benchmark::State& state) {
+  run_attention(state, salt::causal{}, [](const auto& in) { return dense_flops(in) / 2; });
+}
+
+/// Two threads against one on 8 heads, timed alternately inside one benchmark so that the ratio
+/// compares like with like on a shared machine.
+void BM_thread_scaling(benchmark::State& state) {
+  const index L = state.range(0), heads = 8;
+  salt::bench::attention_inputs in(1, heads, heads, L, L, 64);
+  auto time_with = [&](int threads) {
+    const auto t0 = std::chrono::steady_clock::now();
+    salt::attention(in.qv(), in.kv(), in.vv(), in.ov(), salt::no_mask{}, salt::dot_product{}, {.threads = threads});
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  double one = 0, two = 0;
+  for (auto _ : state) {
+    one += time_with(1);
+    two += time_with(2);
+  }
+  state.counters["speedup_2_over_1"] = one / two;
+  state.counters["GFLOP/s_1"] = dense_flops(in) * static_cast<double>(state.iterations()) / one * 1e-9;
+  state.counters["GFLOP/s_2"] = dense_flops(in) * static_cast<double>(state.iterations()) / two * 1e-9;
+}
+
+/// Extra memory at long sequences: one causal call at L = 65,536 (the peak of live bytes it allocates).
+void BM_memory(benchmark::State& state) {
+  run_attention(state, salt::causal{}, [](const auto& in) { return dense_flops(in) / 2; });
+}
+
+}  // namespace
+
+BENCHMARK(BM_fma_peak)->UseManualTime()->Iterations(1);
+BENCHMARK(BM_dense)->Apply([](auto* b) { sequence_lengths(b, 512, 16384, 1); });
+BENCHMARK(BM_causal)->Apply([](auto* b) { sequence_lengths(b, 512, 16384, 1); });
+BENCHMARK(BM_thread_scaling)->Arg(4096)->Unit(benchmark::kMillisecond)->Iterations(5);
+BENCHMARK(BM_memory)->Args({65536, 2})->Unit(benchmark::kSecond)->Iterations(1)->UseRealTime();
+
+int main(int argc, char** argv) {
+  fma_peak_gflops = salt::bench::measure_fma_peak_gflops<float>(0.5);
+  benchmark::AddCustomContext("fma_peak_gflops_per_core", std::to_string(fma_peak_gflops));
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,173 @@
+// The complexity demo (the README's first command): every kernel salt has, over sequence lengths from
+// 512 up, timed on all cores; prints time, GFLOP/s, extra memory, the fitted growth exponent and, for
+// kernels that approximate, the error against exact attention; writes complexity.csv and, when gnuplot
+// is installed, complexity.png (time against L, log-log).
+//
+//   salt_demo [--max-seconds S] [--out DIR]
+#include <salt/salt.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/alloc_counter.hpp"
+#include "common/fma_peak.hpp"
+#include "common/problem.hpp"
+
+namespace {
+
+using salt::index;
+using salt::bench::attention_inputs;
+
+constexpr index d = 64;
+
+/// One kernel of the demo: how to run it at length L, how many FLOPs it must do, up to which L.
+struct kernel_entry {
+  std::string name;
+  index max_length;
+  std::function<void(attention_inputs&)> run;
+  std::function<double(const attention_inputs&)> flops;
+  std::function<double(attention_inputs&)> error;  // empty for exact kernels
+};
+
+/// An exact kernel: the engine with the mask `make_mask(L)`, FLOPs from the pairs its plan visits.
+template <class MakeMask>
+kernel_entry exact_kernel(std::string name, index max_length, MakeMask make_mask, double flop_share = 0) {
+  return {std::move(name), max_length,
+          [make_mask](attention_inputs& in) {
+            salt::attention(in.qv(), in.kv(), in.vv(), in.ov(), make_mask(in.lk));
+          },
+          [make_mask, flop_share](const attention_inputs& in) {
+            // Dense and causal count 4 Lq Lk d (halved for causal), as is usual; others the visited pairs.
+            if (flop_share > 0) return flop_share * 4.0 * static_cast<double>(in.lq * in.lk * d);
+            return 4.0 * static_cast<double>(salt::plan_work<float>(make_mask(in.lk), in.dims()).visited_pairs * d);
+          },
+          {}};
+}
+
+std::vector<kernel_entry> all_kernels() {
+  std::vector<kernel_entry> k;
+  k.push_back(exact_kernel("dense", 16384, [](index) { return salt::no_mask{}; }, 1.0));
+  k.push_back(exact_kernel("causal", 65536, [](index) { return salt::causal{}; }, 0.5));
+  return k;
+}
+
+struct measurement {
+  index length;
+  double seconds, gflops, extra_bytes, error;
+};
+
+/// Median of `reps` calls (after one warm-up call, which also measures the extra memory).
+measurement measure(const kernel_entry& kernel, index L, int reps) {
+  attention_inputs in(1, 1, 1, L, L, d);
+  salt::bench::reset_alloc_stats();
+  kernel.run(in);
+  const double extra = static_cast<double>(salt::bench::read_alloc_stats().peak_live);
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    kernel.run(in);
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  const double median = t[t.size() / 2];
+  const double error = kernel.error ? kernel.error(in) : std::nan("");
+  return {L, median, kernel.flops(in) / median * 1e-9, extra, error};
+}
+
+/// Least-squares slope of log(time) against log(L) over lengths >= 2048 (shorter ones are dominated by
+/// fixed costs): 2 for quadratic kernels, 1 for linear ones.
+double growth_exponent(const std::vector<measurement>& m) {
+  double sx = 0, sy = 0, sxx = 0, sxy = 0;
+  int n = 0;
+  for (const auto& p : m) {
+    if (p.length < 2048) continue;
+    const double x = std::log(static_cast<double>(p.length)), y = std::log(p.seconds);
+    sx += x, sy += y, sxx += x * x, sxy += x * y, ++n;
+  }
+  if (n < 2) return std::nan("");
+  return (n * sxy - sx * sy) / (n * sxx - sx * sx);
+}
+
+std::string human_bytes(double b) {
+  char s[32];
+  if (b < 1024) std::snprintf(s, sizeof s, "%.0f B", b);
+  else if (b < 1024 * 1024) std::snprintf(s, sizeof s, "%.1f KiB", b / 1024);
+  else std::snprintf(s, sizeof s, "%.1f MiB", b / 1024 / 1024);
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  double max_seconds = 150;  // leave the README's 3 minutes room for the build
+  std::string out_dir = ".";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--max-seconds") max_seconds = std::atof(argv[i + 1]);
+    else if (flag == "--out") out_dir = argv[i + 1];
+  }
+  const double peak = salt::bench::measure_fma_peak_gflops<float>(0.3);
+  int threads = 1;
+#if SALT_HAS_OPENMP
+  threads = omp_get_max_threads();
+#endif
+  std::printf("salt complexity demo: d = %td, batch 1, one head, float, %d thread(s); FMA peak %.0f GFLOP/s per core\n\n",
+              d, threads, peak);
+  std::printf("%-22s %8s %12s %10s %8s %12s %10s\n", "kernel", "L", "time", "GFLOP/s", "of peak", "extra mem", "error");
+
+  const auto start = std::chrono::steady_clock::now();
+  std::ofstream csv(out_dir + "/complexity.csv");
+  csv << "kernel,L,seconds,gflops,extra_bytes,error\n";
+  const auto kernels = all_kernels();
+  std::vector<std::pair<std::string, double>> exponents;
+  for (const auto& kernel : kernels) {
+    std::vector<measurement> ms;
+    for (salt::index L = 512; L <= kernel.max_length; L *= 2) {
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (elapsed > max_seconds) {
+        std::printf("%-22s %8td  (skipped: the demo's time budget of %.0f s is spent)\n", kernel.name.c_str(), L, max_seconds);
+        break;
+      }
+      const auto m = measure(kernel, L, L <= 4096 ? 5 : 3);
+      ms.push_back(m);
+      char err[32] = "exact";
+      if (!std::isnan(m.error)) std::snprintf(err, sizeof err, "%.2e", m.error);
+      std::printf("%-22s %8td %10.3f ms %10.1f %7.0f%% %12s %10s\n", kernel.name.c_str(), L, m.seconds * 1e3, m.gflops,
+                  100 * m.gflops / (peak * threads), human_bytes(m.extra_bytes).c_str(), err);
+      csv << kernel.name << ',' << L << ',' << m.seconds << ',' << m.gflops << ',' << m.extra_bytes << ','
+          << (std::isnan(m.error) ? 0.0 : m.error) << '\n';
+      std::fflush(stdout);
+    }
+    exponents.emplace_back(kernel.name, growth_exponent(ms));
+  }
+  csv.close();
+
+  std::printf("\nfitted growth exponent (time ~ L^k, L >= 2048):\n");
+  for (const auto& [name, k] : exponents) std::printf("  %-22s k = %.2f\n", name.c_str(), k);
+
+  // The plot: one line per kernel, log-log.
+  const std::string script = out_dir + "/complexity.gp";
+  std::ofstream gp(script);
+  gp << "set terminal pngcairo size 1000,700 noenhanced\nset output '" << out_dir << "/complexity.png'\n"
+     << "set logscale xy 2\nset xlabel 'sequence length L'\nset ylabel 'time per call (s)'\n"
+     << "set title 'salt: time against sequence length (d = " << d << ", " << threads << " threads)'\n"
+     << "set key left top\nset grid\nset datafile separator ','\n"
+     << "plot for [k in '";
+  for (const auto& kernel : kernels) gp << kernel.name << ' ';
+  gp << "'] '" << out_dir << "/complexity.csv' using (strcol(1) eq k ? $2 : NaN):3 with linespoints title k\n";
+  gp.close();
+  if (std::system("command -v gnuplot > /dev/null 2>&1") == 0 && std::system(("gnuplot " + script).c_str()) == 0) {
+    std::printf("\nwrote %s/complexity.csv and %s/complexity.png\n", out_dir.c_str(), out_dir.c_str());
+  } else {
+    std::printf("\nwrote %s/complexity.csv (install gnuplot for the plot)\n", out_dir.c_str());
+  }
+  return 0;
+}
