@@ -101,6 +101,18 @@ void BM_thread_scaling(benchmark::State& state) {
   state.counters["GFLOP/s_2"] = dense_flops(in) * static_cast<double>(state.iterations()) / two * 1e-9;
 }
 
+/// Side by side with PyTorch's CPU scaled_dot_product_attention (benchmarks/peers/torch_sdpa.py), on
+/// the same shapes: args (L, threads, heads, causal).
+void BM_peer_shapes(benchmark::State& state) {
+  const bool causal = state.range(3) != 0;
+  const index heads = state.range(2);
+  if (causal) {
+    run_attention(state, salt::causal{}, [](const auto& in) { return dense_flops(in) / 2; }, heads);
+  } else {
+    run_attention(state, salt::no_mask{}, dense_flops, heads);
+  }
+}
+
 /// Extra memory at long sequences: one causal call at L = 65,536 (the peak of live bytes it allocates).
 void BM_memory(benchmark::State& state) {
   run_attention(state, salt::causal{}, [](const auto& in) { return dense_flops(in) / 2; });
@@ -112,6 +124,11 @@ BENCHMARK(BM_fma_peak)->UseManualTime()->Iterations(1);
 BENCHMARK(BM_dense)->Apply([](auto* b) { sequence_lengths(b, 512, 16384, 1); });
 BENCHMARK(BM_causal)->Apply([](auto* b) { sequence_lengths(b, 512, 16384, 1); });
 BENCHMARK(BM_thread_scaling)->Arg(4096)->Unit(benchmark::kMillisecond)->Iterations(5);
+BENCHMARK(BM_peer_shapes)
+    ->ArgsProduct({{4096}, {1, 16}, {1, 8}, {0, 1}})
+    ->ArgNames({"L", "threads", "heads", "causal"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_memory)->Args({65536, 2})->Unit(benchmark::kSecond)->Iterations(1)->UseRealTime();
 
 int main(int argc, char** argv) {

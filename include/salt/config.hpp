@@ -2,6 +2,7 @@
 /// \file config.hpp
 /// Library-wide types and switches: the index type, the version, OpenMP detection.
 
+#include <cassert>
 #include <cstdint>
 
 #define SALT_VERSION_MAJOR 0
@@ -12,6 +13,12 @@
 #define SALT_HAS_OPENMP 1
 #else
 #define SALT_HAS_OPENMP 0
+#endif
+
+/// Internal invariant checks (never user input: that gets salt::error). Defaults to assert(); define
+/// SALT_ASSERT before including salt to route them elsewhere.
+#ifndef SALT_ASSERT
+#define SALT_ASSERT(condition) assert(condition)
 #endif
 
 namespace salt {

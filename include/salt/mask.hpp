@@ -10,3 +10,6 @@
 #include "mask/sliding_window.hpp"
 #include "mask/global_tokens.hpp"
 #include "mask/segments.hpp"
+#include "mask/block_layout.hpp"
+#include "mask/bigbird.hpp"
+#include "mask/sparse_transformer.hpp"

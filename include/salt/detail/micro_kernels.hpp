@@ -23,7 +23,7 @@ struct tile_shape {
   static constexpr int QP = vector_registers >= 32 ? 4 : 3;
   static constexpr int KR = vector_registers >= 32 ? 6 : 3;
   /// P.V step: R query rows times CP value packets of accumulators (16 of 32, or 8 of 16 registers).
-  static constexpr int R = 4;
+  static constexpr int R = (QP * N) % 4 == 0 ? 4 : 2;  // 2 when the tile is 6 doubles (SSE2)
   static constexpr int CP = vector_registers >= 32 ? 4 : 2;
   static constexpr index query_tile = QP * N;  ///< queries per tile
 #ifndef SALT_KEY_BLOCK

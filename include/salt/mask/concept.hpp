@@ -53,10 +53,12 @@ class block_plan {
   /// Runs must arrive in increasing order; empty ranges are ignored.
   void add(index first, index last, bool full) noexcept {
     if (first >= last) return;
+    SALT_ASSERT((size_ == 0 || runs_[size_ - 1].last <= first) && "block runs must arrive sorted and disjoint");
     if (size_ > 0 && runs_[size_ - 1].last == first && runs_[size_ - 1].full == full) {
       runs_[size_ - 1].last = last;
       return;
     }
+    SALT_ASSERT(size_ < capacity_ && "a block plan holds at most one run per key block");
     runs_[size_++] = block_run{first, last, full};
   }
   void clear() noexcept { size_ = 0; }

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# salt beside PyTorch's CPU scaled_dot_product_attention on the same cores and shapes
+# (B = 1, H in {1, 8}, L = 4096, d = 64, causal and not), at 1 thread and at every core.
+#   benchmarks/peers/compare.sh BUILD_DIR [THREADS...]
+set -euo pipefail
+bench=${1:?usage: compare.sh BUILD_DIR [THREADS...]}/benchmarks/salt_bench
+shift
+threads=("${@:-1 $(nproc)}")
+here=$(dirname "$0")
+"$bench" --benchmark_filter='fma_peak|peer_shapes' --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+for t in ${threads[@]}; do python3 "$here/torch_sdpa.py" --threads "$t"; done
