@@ -15,6 +15,7 @@
 #include "common/alloc_counter.hpp"
 #include "common/fma_peak.hpp"
 #include "common/problem.hpp"
+#include "common/sparse_setups.hpp"
 
 namespace {
 
@@ -81,6 +82,39 @@ void BM_causal(benchmark::State& state) {
   run_attention(state, salt::causal{}, [](const auto& in) { return dense_flops(in) / 2; });
 }
 
+/// Dense attention's time per pair on one thread at length L (at most 8192: beyond, the dense kernel's cost
+/// per pair no longer changes and a dense run would take minutes). Measured once per length, in this run.
+double dense_ns_per_pair(index L) {
+  static std::map<index, double> cache;
+  L = std::min<index>(L, 8192);
+  if (auto it = cache.find(L); it != cache.end()) return it->second;
+  salt::bench::attention_inputs in(1, 1, 1, L, L, 64);
+  double best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    salt::attention(in.qv(), in.kv(), in.vv(), in.ov(), salt::no_mask{}, salt::dot_product{}, {.threads = 1});
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return cache[L] = best / static_cast<double>(L * L) * 1e9;
+}
+
+/// A sparse pattern: its own counters, plus its time per visited pair over dense attention's.
+template <class MakeMask>
+void run_sparse(benchmark::State& state, MakeMask make_mask) {
+  const index L = state.range(0);
+  const auto mask = make_mask(L);
+  run_attention(state, mask, visited_pairs_flops(mask));
+  state.counters["pair_cost_vs_dense"] = state.counters["ns/pair"] / dense_ns_per_pair(L);
+}
+
+void BM_sliding_window(benchmark::State& s) { run_sparse(s, [](index) { return salt::bench::local_window(); }); }
+void BM_longformer(benchmark::State& s) { run_sparse(s, salt::bench::longformer); }
+void BM_bigbird(benchmark::State& s) { run_sparse(s, salt::bench::bigbird_mask); }
+void BM_block_layout(benchmark::State& s) { run_sparse(s, salt::bench::layout_mask); }
+void BM_segments(benchmark::State& s) { run_sparse(s, salt::bench::segments_mask); }
+void BM_strided_causal(benchmark::State& s) { run_sparse(s, salt::bench::strided_causal); }
+void BM_fixed_causal(benchmark::State& s) { run_sparse(s, salt::bench::fixed_causal); }
+
 /// Two threads against one on 8 heads, timed alternately inside one benchmark so that the ratio
 /// compares like with like on a shared machine.
 void BM_thread_scaling(benchmark::State& state) {
@@ -123,6 +157,13 @@ void BM_memory(benchmark::State& state) {
 BENCHMARK(BM_fma_peak)->UseManualTime()->Iterations(1);
 BENCHMARK(BM_dense)->Apply([](auto* b) { sequence_lengths(b, 512, 16384, 1); });
 BENCHMARK(BM_causal)->Apply([](auto* b) { sequence_lengths(b, 512, 16384, 1); });
+BENCHMARK(BM_sliding_window)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1); });
+BENCHMARK(BM_longformer)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1); });
+BENCHMARK(BM_bigbird)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1); });
+BENCHMARK(BM_block_layout)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1); });
+BENCHMARK(BM_segments)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1); });
+BENCHMARK(BM_strided_causal)->Apply([](auto* b) { sequence_lengths(b, 1024, 32768, 1); });
+BENCHMARK(BM_fixed_causal)->Apply([](auto* b) { sequence_lengths(b, 1024, 32768, 1); });
 BENCHMARK(BM_thread_scaling)->Arg(4096)->Unit(benchmark::kMillisecond)->Iterations(5);
 BENCHMARK(BM_peer_shapes)
     ->ArgsProduct({{4096}, {1, 16}, {1, 8}, {0, 1}})

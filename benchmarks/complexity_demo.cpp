@@ -20,6 +20,7 @@
 #include "common/alloc_counter.hpp"
 #include "common/fma_peak.hpp"
 #include "common/problem.hpp"
+#include "common/sparse_setups.hpp"
 
 namespace {
 
@@ -56,6 +57,14 @@ std::vector<kernel_entry> all_kernels() {
   std::vector<kernel_entry> k;
   k.push_back(exact_kernel("dense", 16384, [](index) { return salt::no_mask{}; }, 1.0));
   k.push_back(exact_kernel("causal", 65536, [](index) { return salt::causal{}; }, 0.5));
+  namespace sb = salt::bench;
+  k.push_back(exact_kernel("sliding_window w=256", 262144, [](index) { return sb::local_window(); }));
+  k.push_back(exact_kernel("longformer w=256 g=16", 262144, sb::longformer));
+  k.push_back(exact_kernel("bigbird B=64 r=3", 262144, sb::bigbird_mask));
+  k.push_back(exact_kernel("block_layout B=64", 262144, sb::layout_mask));
+  k.push_back(exact_kernel("segments 2048", 262144, sb::segments_mask));
+  k.push_back(exact_kernel("strided 128 & causal", 32768, sb::strided_causal));
+  k.push_back(exact_kernel("fixed 128/8 & causal", 32768, sb::fixed_causal));
   return k;
 }
 

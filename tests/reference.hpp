@@ -18,6 +18,18 @@
 
 namespace salt::test {
 
+/// The longest sequence the reference sweeps use. Sanitizer builds set SALT_TEST_MAX_LENGTH (to 300):
+/// every case still runs, over several query tiles and every kind of tail, but the sweeps' largest shapes
+/// (whose O(L^2) long double references dominate the time) are left to the optimised build.
+#ifdef SALT_TEST_MAX_LENGTH
+inline constexpr index sweep_max_length = SALT_TEST_MAX_LENGTH;
+#else
+inline constexpr index sweep_max_length = index{1} << 40;
+#endif
+
+/// Whether a shape of the sweeps runs in this build (see sweep_max_length).
+inline bool in_sweep(index lq, index lk) { return lq <= sweep_max_length && lk <= sweep_max_length; }
+
 /// The precision the reference runs in for a kernel of precision T.
 template <class T>
 using oracle_t = std::conditional_t<std::is_same_v<T, float>, double, long double>;

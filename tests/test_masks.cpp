@@ -8,42 +8,13 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "plan_check.hpp"
 
 namespace {
 
 using idx = salt::index;
+using salt::test::check_plan;
 
-template <class Mask>
-void check_plan(const std::string& name, const Mask& mask, idx lq, idx lk, idx query_tile, idx block, bool tight) {
-  const idx lists = salt::detail::plan_lists_v<Mask>;
-  const idx capacity = (lk + block - 1) / block + 1;
-  std::vector<salt::block_run> storage(static_cast<std::size_t>(lists * capacity));
-  for (idx q0 = 0; q0 < lq; q0 += query_tile) {
-    const idx q1 = std::min(lq, q0 + query_tile);
-    const salt::block_query bq{q0, q1, block, salt::problem_shape{lq, lk, 0, 0}};
-    salt::block_plan plan(storage.data(), capacity, lists);
-    salt::detail::plan_blocks(mask, bq, plan);
-    CAPTURE(name, lq, lk, query_tile, block, q0);
-    std::vector<int> kind(static_cast<std::size_t>(bq.key_blocks()), 0);  // 0 none, 1 partial, 2 full
-    idx previous_end = 0;
-    for (const salt::block_run& run : plan.runs()) {
-      REQUIRE(run.first >= previous_end);  // sorted, disjoint
-      REQUIRE(run.first < run.last);
-      REQUIRE(run.last <= bq.key_blocks());
-      previous_end = run.last;
-      for (idx b = run.first; b < run.last; ++b) kind[static_cast<std::size_t>(b)] = run.full ? 2 : 1;
-    }
-    for (idx b = 0; b < bq.key_blocks(); ++b) {
-      idx allowed = 0, pairs = 0;
-      for (idx q = q0; q < q1; ++q)
-        for (idx k = b * block; k < std::min(lk, (b + 1) * block); ++k, ++pairs) allowed += mask.allows(q, k, bq.shape);
-      CAPTURE(b, allowed, pairs, kind[static_cast<std::size_t>(b)]);
-      if (allowed > 0) CHECK(kind[static_cast<std::size_t>(b)] != 0);
-      if (kind[static_cast<std::size_t>(b)] == 2) CHECK(allowed == pairs);
-      if (tight && kind[static_cast<std::size_t>(b)] != 0) CHECK(allowed > 0);
-    }
-  }
-}
 
 }  // namespace
 

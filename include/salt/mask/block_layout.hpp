@@ -20,29 +20,6 @@
 namespace salt {
 namespace detail {
 
-/// Adds the engine blocks that hold keys [k0, k1) (clipped to [0, lk)). When `whole` says every planned
-/// query sees every key of the range, blocks inside it are full; the rest are partial. Ranges must arrive in
-/// increasing order and must not touch (a gap of at least one key between two ranges): a block the previous
-/// range already planned holds that gap, so it stays as planned, partial.
-inline void add_key_interval(block_plan& out, const block_query& bq, index k0, index k1, bool whole) noexcept {
-  k0 = std::max<index>(k0, 0);
-  k1 = std::min(k1, bq.shape.lk);
-  if (k0 >= k1) return;
-  const index B = bq.block;
-  const auto runs = out.runs();
-  const index done = runs.empty() ? 0 : runs.back().last;  // blocks below are planned already
-  const index first = std::max(k0 / B, done), last = (k1 + B - 1) / B;
-  // The block clipped at lk is full when the range reaches lk.
-  const index f_first = std::max((k0 + B - 1) / B, first), f_last = k1 == bq.shape.lk ? last : k1 / B;
-  if (!whole || f_first >= f_last) {
-    out.add(first, last, false);
-    return;
-  }
-  out.add(first, f_first, false);
-  out.add(f_first, f_last, true);
-  out.add(f_last, last, false);
-}
-
 /// Receives the key blocks (layout columns) of one layout row in increasing order and adds their keys to a
 /// plan, joining consecutive columns into one key range first.
 class layout_row_sink {
@@ -69,7 +46,7 @@ class layout_row_sink {
   }
   /// Adds the pending range; call once after the last column.
   void flush() noexcept {
-    if (begin_ < end_) add_key_interval(out_, bq_, begin_ * block_, end_ * block_, true);
+    if (begin_ < end_) out_.add_keys(bq_, begin_ * block_, end_ * block_, begin_ * block_, end_ * block_);
     begin_ = end_ = -2;
   }
 

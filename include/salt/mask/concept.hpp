@@ -64,18 +64,21 @@ class block_plan {
   void clear() noexcept { size_ = 0; }
 
   /// Adds the blocks of `bq` that overlap keys [k_begin, k_end), where [full_begin, full_end) is the part
-  /// of that range in which every pair is allowed for the whole query tile. The building block of
-  /// interval-shaped masks (causal, padding, windows); ranges are clipped to [0, lk).
+  /// of that range in which every pair is allowed for the whole query tile (empty: none is known to be).
+  /// The building block of interval-shaped masks (causal, padding, windows, layout rows); ranges are
+  /// clipped to [0, lk) and must come in increasing order. A block an earlier range already planned
+  /// stays as planned.
   void add_keys(const block_query& bq, index k_begin, index k_end, index full_begin, index full_end) noexcept {
     k_begin = std::max<index>(k_begin, 0);
     k_end = std::min(k_end, bq.shape.lk);
     if (k_begin >= k_end) return;
     const index B = bq.block;
-    const index first = k_begin / B, last = (k_end + B - 1) / B;
+    const index planned = size_ > 0 ? runs_[size_ - 1].last : 0;
+    const index first = std::max(k_begin / B, planned), last = (k_end + B - 1) / B;
     full_begin = std::max(full_begin, k_begin);
     full_end = std::min(full_end, k_end);
     // A block is full when all of its keys lie in [full_begin, full_end); the last block is clipped to lk.
-    const index f_first = (full_begin + B - 1) / B;
+    const index f_first = std::max((full_begin + B - 1) / B, first);
     const index f_last = full_end == bq.shape.lk ? (full_end + B - 1) / B : full_end / B;
     if (full_begin >= full_end || f_first >= f_last) {
       add(first, last, false);

@@ -17,7 +17,6 @@
 #include <algorithm>
 
 #include "../error.hpp"
-#include "block_layout.hpp"  // detail::add_key_interval
 #include "compose.hpp"
 #include "concept.hpp"
 
@@ -74,7 +73,7 @@ struct strided {
       // Lattice keys form stretches [p0 + m st, p1 + m st]. Walk them in order, jumping straight to the
       // first stretch that reaches a block not yet planned: O(visited blocks), whatever the stride.
       for (index m = detail::ceil_div(-p1, st); p0 + m * st < s.lk;) {
-        detail::add_key_interval(lattice, bq, p0 + m * st, p1 + m * st + 1, false);
+        lattice.add_keys(bq, p0 + m * st, p1 + m * st + 1, 0, 0);
         m = std::max(m + 1, detail::ceil_div(detail::planned_end(lattice) * B - p1, st));
       }
     }
@@ -121,7 +120,7 @@ struct fixed {
       // l - c >= 1 keys apart. Jump to the first stretch that reaches a key block not yet planned.
       const index m_end = detail::ceil_div(s.lk - (l - c), l);  // stretches m < m_end start before lk
       for (index m = 0; m < m_end;) {
-        detail::add_key_interval(summaries, bq, (m + 1) * l - c, (m + 1) * l, true);
+        summaries.add_keys(bq, (m + 1) * l - c, (m + 1) * l, (m + 1) * l - c, (m + 1) * l);
         m = std::max(m + 1, detail::planned_end(summaries) * B / l);
       }
     }
