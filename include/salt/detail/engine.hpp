@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <vector>
 
@@ -109,10 +110,14 @@ void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, 
       bool careful_pv = false;
       if constexpr (!Mask::is_always_full()) {
         if (!run.full) {
-          // The diagonal (or another mask edge) cuts this block: masked pairs get -inf, hence p = 0.
-          for (index j = 0; j < nk; ++j)
-            for (index i = 0; i < nq; ++i)
-              if (!pb.mask.allows(q0 + i, k0 + j, where)) st[j * S + i] = -std::numeric_limits<T>::infinity();
+          // The diagonal (or another mask edge) cuts this block: masked pairs get -inf, hence p = 0. The mask
+          // answers a row of keys at a time where it can (row_mask), which is what makes partial blocks cheap.
+          std::uint8_t allowed[BK];
+          for (index i = 0; i < nq; ++i) {
+            allowed_keys(pb.mask, q0 + i, k0, nk, where, allowed);
+            for (index j = 0; j < nk; ++j)
+              if (!allowed[j]) st[j * S + i] = -std::numeric_limits<T>::infinity();
+          }
           // p = 0 times a non-finite value would still be NaN: such rows take the per-pair path below.
           for (index j = 0; j < nk && !careful_pv; ++j) {
             const T* vr = V.row(k0 + j);

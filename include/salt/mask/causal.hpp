@@ -3,6 +3,7 @@
 /// `causal`: query i sees keys up to its own position, with the alignment stated in the type.
 
 #include <algorithm>
+#include <cstdint>
 
 #include "concept.hpp"
 
@@ -27,6 +28,9 @@ struct causal {
   }
   bool allows(index q, index k, const problem_shape& s) const noexcept { return k <= last_key(q, s); }
   static constexpr bool is_always_full() { return false; }
+  void allowed_keys(index q, index k_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
+    detail::allow_interval(k_begin, count, k_begin, last_key(q, s), allowed);
+  }
 
   void plan(const block_query& bq, block_plan& out) const noexcept {
     // Keys up to the first query's last key are visible to the whole tile; beyond it, up to the last

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <concepts>
+#include <cstdint>
 #include <span>
 #include <type_traits>
 
@@ -127,7 +128,34 @@ concept planned_mask = mask_policy<M> && requires(const M& m, const block_query&
   { m.plan(bq, out) } noexcept;
 };
 
+/// A mask that answers for one query row and a run of keys at once (faster than a call of `allows` per
+/// pair): `allowed[j] = allows(q, k_begin + j)` for j < count. The engine uses it on partial blocks.
+template <class M>
+concept row_mask = mask_policy<M> &&
+    requires(const M& m, index q, index k, index count, const problem_shape& s, std::uint8_t* allowed) {
+  { m.allowed_keys(q, k, count, s, allowed) } noexcept;
+};
+
 namespace detail {
+
+/// Keys per call of a composite's `allowed_keys` (their scratch lives on the stack).
+inline constexpr index row_chunk = 64;
+
+/// allowed[j] = mask.allows(q, k_begin + j) for j < count, through `allowed_keys` where the mask has it.
+template <mask_policy M>
+void allowed_keys(const M& mask, index q, index k_begin, index count, const problem_shape& s,
+                  std::uint8_t* allowed) noexcept {
+  if constexpr (row_mask<M>) {
+    mask.allowed_keys(q, k_begin, count, s, allowed);
+  } else {
+    for (index j = 0; j < count; ++j) allowed[j] = mask.allows(q, k_begin + j, s);
+  }
+}
+
+/// Fills allowed[j] with whether k_begin + j lies in [first, last].
+inline void allow_interval(index k_begin, index count, index first, index last, std::uint8_t* allowed) noexcept {
+  for (index j = 0; j < count; ++j) allowed[j] = k_begin + j >= first && k_begin + j <= last;
+}
 
 /// How many plan lists a mask needs while planning (1 for leaves; composites add their parts').
 template <class M>

@@ -4,6 +4,7 @@
 /// attention, the [CLS] token of a classifier). Usually combined with a window: `window | global`.
 
 #include <algorithm>
+#include <cstdint>
 #include <span>
 
 #include "../error.hpp"
@@ -29,6 +30,15 @@ struct global_tokens {
 
   bool allows(index q, index k, const problem_shape&) const noexcept { return is_global(k) || is_global(q); }
   static constexpr bool is_always_full() { return false; }
+  /// One binary search for the row and one for the run, instead of two per pair.
+  void allowed_keys(index q, index k_begin, index count, const problem_shape&, std::uint8_t* allowed) const noexcept {
+    const std::uint8_t all = is_global(q);
+    for (index j = 0; j < count; ++j) allowed[j] = all;
+    if (all) return;
+    const index* last = indices.data() + indices.size();
+    for (const index* it = std::lower_bound(indices.data(), last, k_begin); it != last && *it < k_begin + count; ++it)
+      allowed[*it - k_begin] = 1;
+  }
 
   void plan(const block_query& bq, block_plan& out) const noexcept {
     const index* first = indices.data();

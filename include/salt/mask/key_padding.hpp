@@ -18,6 +18,9 @@ struct key_padding {
 
   bool allows(index, index k, const problem_shape& s) const noexcept { return k < lengths[s.batch]; }
   static constexpr bool is_always_full() { return false; }
+  void allowed_keys(index, index k_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
+    detail::allow_interval(k_begin, count, k_begin, lengths[s.batch] - 1, allowed);
+  }
 
   void plan(const block_query& bq, block_plan& out) const noexcept {
     const index valid = lengths[bq.shape.batch];

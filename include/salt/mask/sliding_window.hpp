@@ -4,6 +4,7 @@
 /// every `dilation`-th of them (Longformer's local and dilated attention, causal local attention).
 
 #include <algorithm>
+#include <cstdint>
 
 #include "../error.hpp"
 #include "concept.hpp"
@@ -33,6 +34,16 @@ struct sliding_window {
     return delta <= left && -delta <= right && delta % dilation == 0;
   }
   static constexpr bool is_always_full() { return false; }
+  void allowed_keys(index q, index k_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
+    const index p = position(q, s);
+    if (dilation == 1) {
+      // Keys [p - left, p + right], saturated at the key axis so that huge windows cannot overflow.
+      const index first = left > p ? -1 : p - left, last = right >= s.lk - p ? s.lk : p + right;
+      detail::allow_interval(k_begin, count, first, last, allowed);
+    } else {
+      for (index j = 0; j < count; ++j) allowed[j] = allows(q, k_begin + j, s);
+    }
+  }
 
   void plan(const block_query& bq, block_plan& out) const noexcept {
     if (bq.q_begin >= bq.q_end) return;
