@@ -2,7 +2,7 @@
 /// \file plan_check.hpp
 /// Checks a mask's block plans against its own per-pair test, for every query tile of a problem: runs
 /// sorted and disjoint, every allowed pair inside a planned block, blocks marked full truly full, and (for
-/// `tight` masks) no planned block without an allowed pair; and the row form (`allowed_keys`) says what the
+/// `tight` masks) no planned block without an allowed pair; and the column form (`allowed_queries`) says what the
 /// per-pair test says. It gathers the first violation and reports it
 /// through one assertion per call, so that sweeps of millions of blocks stay fast, under sanitizers too.
 
@@ -41,14 +41,14 @@ std::string plan_violation(const Mask& mask, index lq, index lk, index query_til
       previous_end = run.last;
       for (index b = run.first; b < run.last; ++b) kind[static_cast<std::size_t>(b)] = run.full ? 2 : 1;
     }
-    // The row form agrees with the per-pair test, over keys in runs that do not start at block edges.
-    std::vector<std::uint8_t> row(static_cast<std::size_t>(lk));
-    for (index q = q0; q < q1; ++q) {
-      for (index k0 = 0; k0 < lk; k0 += 37) detail::allowed_keys(mask, q, k0, std::min<index>(37, lk - k0), bq.shape, &row[static_cast<std::size_t>(k0)]);
-      for (index k = 0; k < lk; ++k)
-        if ((row[static_cast<std::size_t>(k)] != 0) != mask.allows(q, k, bq.shape)) {
+    // The column form agrees with the per-pair test, for every key and this tile's queries.
+    std::vector<std::uint8_t> column(static_cast<std::size_t>(q1 - q0));
+    for (index k = 0; k < lk; ++k) {
+      detail::allowed_queries(mask, k, q0, q1 - q0, bq.shape, column.data());
+      for (index q = q0; q < q1; ++q)
+        if ((column[static_cast<std::size_t>(q - q0)] != 0) != mask.allows(q, k, bq.shape)) {
           std::ostringstream pair;
-          pair << "allowed_keys and allows disagree on query " << q << ", key " << k;
+          pair << "allowed_queries and allows disagree on query " << q << ", key " << k;
           return where.str() + pair.str();
         }
     }

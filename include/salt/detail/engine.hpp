@@ -111,18 +111,18 @@ void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, 
       if constexpr (!Mask::is_always_full()) {
         if (!run.full) {
           // The diagonal (or another mask edge) cuts this block: masked pairs get -inf, hence p = 0. The mask
-          // answers a row of keys at a time where it can (row_mask), which is what makes partial blocks cheap.
-          std::uint8_t allowed[BK];
-          for (index i = 0; i < nq; ++i) {
-            allowed_keys(pb.mask, q0 + i, k0, nk, where, allowed);
-            for (index j = 0; j < nk; ++j)
-              if (!allowed[j]) st[j * S + i] = -std::numeric_limits<T>::infinity();
+          // answers for a key and the tile's queries at once where it can (column_mask), and the select
+          // below runs along the contiguous query axis: partial blocks cost little more than full ones.
+          std::uint8_t allowed[S];
+          for (index j = 0; j < nk; ++j) {
+            allowed_queries(pb.mask, k0 + j, q0, nq, where, allowed);
+            T* row = st + j * S;
+            for (index i = 0; i < nq; ++i) row[i] = allowed[i] ? row[i] : -std::numeric_limits<T>::infinity();
           }
-          // p = 0 times a non-finite value would still be NaN: such rows take the per-pair path below.
-          for (index j = 0; j < nk && !careful_pv; ++j) {
-            const T* vr = V.row(k0 + j);
-            for (index c = 0; c < dv; ++c) careful_pv |= !std::isfinite(vr[c]);
-          }
+          // p = 0 times a non-finite value would still be NaN: such blocks take the per-pair path below.
+          using block_map = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, 0,
+                                       Eigen::OuterStride<>>;
+          careful_pv = !block_map(V.row(k0), nk, dv, Eigen::OuterStride<>(V.row_stride)).allFinite();
         }
       }
       softmax_tile<T>(st, nk, qp, ws.m.data(), ws.l.data(), ws.alpha.data());

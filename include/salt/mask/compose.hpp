@@ -51,12 +51,12 @@ struct union_mask {
 
   bool allows(index q, index k, const problem_shape& s) const noexcept { return a.allows(q, k, s) || b.allows(q, k, s); }
   static constexpr bool is_always_full() { return A::is_always_full() || B::is_always_full(); }
-  void allowed_keys(index q, index k_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
-    std::uint8_t other[detail::row_chunk];
-    for (index j0 = 0; j0 < count; j0 += detail::row_chunk) {
-      const index n = std::min(detail::row_chunk, count - j0);
-      detail::allowed_keys(a, q, k_begin + j0, n, s, allowed + j0);
-      detail::allowed_keys(b, q, k_begin + j0, n, s, other);
+  void allowed_queries(index k, index q_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
+    std::uint8_t other[detail::column_chunk];
+    for (index j0 = 0; j0 < count; j0 += detail::column_chunk) {
+      const index n = std::min(detail::column_chunk, count - j0);
+      detail::allowed_queries(a, k, q_begin + j0, n, s, allowed + j0);
+      detail::allowed_queries(b, k, q_begin + j0, n, s, other);
       for (index j = 0; j < n; ++j) allowed[j0 + j] |= other[j];
     }
   }
@@ -82,12 +82,12 @@ struct intersect_mask {
 
   bool allows(index q, index k, const problem_shape& s) const noexcept { return a.allows(q, k, s) && b.allows(q, k, s); }
   static constexpr bool is_always_full() { return A::is_always_full() && B::is_always_full(); }
-  void allowed_keys(index q, index k_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
-    std::uint8_t other[detail::row_chunk];
-    for (index j0 = 0; j0 < count; j0 += detail::row_chunk) {
-      const index n = std::min(detail::row_chunk, count - j0);
-      detail::allowed_keys(a, q, k_begin + j0, n, s, allowed + j0);
-      detail::allowed_keys(b, q, k_begin + j0, n, s, other);
+  void allowed_queries(index k, index q_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
+    std::uint8_t other[detail::column_chunk];
+    for (index j0 = 0; j0 < count; j0 += detail::column_chunk) {
+      const index n = std::min(detail::column_chunk, count - j0);
+      detail::allowed_queries(a, k, q_begin + j0, n, s, allowed + j0);
+      detail::allowed_queries(b, k, q_begin + j0, n, s, other);
       for (index j = 0; j < n; ++j) allowed[j0 + j] &= other[j];
     }
   }

@@ -128,33 +128,34 @@ concept planned_mask = mask_policy<M> && requires(const M& m, const block_query&
   { m.plan(bq, out) } noexcept;
 };
 
-/// A mask that answers for one query row and a run of keys at once (faster than a call of `allows` per
-/// pair): `allowed[j] = allows(q, k_begin + j)` for j < count. The engine uses it on partial blocks.
+/// A mask that answers for one key and a run of queries at once (much faster than a call of `allows` per
+/// pair): `allowed[i] = allows(q_begin + i, k)` for i < count. The engine masks partial blocks with it,
+/// one key row of its key-major logit tile at a time, so the masking itself vectorises.
 template <class M>
-concept row_mask = mask_policy<M> &&
-    requires(const M& m, index q, index k, index count, const problem_shape& s, std::uint8_t* allowed) {
-  { m.allowed_keys(q, k, count, s, allowed) } noexcept;
+concept column_mask = mask_policy<M> &&
+    requires(const M& m, index k, index q, index count, const problem_shape& s, std::uint8_t* allowed) {
+  { m.allowed_queries(k, q, count, s, allowed) } noexcept;
 };
 
 namespace detail {
 
-/// Keys per call of a composite's `allowed_keys` (their scratch lives on the stack).
-inline constexpr index row_chunk = 64;
+/// Queries per call of a composite's `allowed_queries` (their scratch lives on the stack).
+inline constexpr index column_chunk = 64;
 
-/// allowed[j] = mask.allows(q, k_begin + j) for j < count, through `allowed_keys` where the mask has it.
+/// allowed[i] = mask.allows(q_begin + i, k) for i < count, through `allowed_queries` where the mask has it.
 template <mask_policy M>
-void allowed_keys(const M& mask, index q, index k_begin, index count, const problem_shape& s,
-                  std::uint8_t* allowed) noexcept {
-  if constexpr (row_mask<M>) {
-    mask.allowed_keys(q, k_begin, count, s, allowed);
+void allowed_queries(const M& mask, index k, index q_begin, index count, const problem_shape& s,
+                     std::uint8_t* allowed) noexcept {
+  if constexpr (column_mask<M>) {
+    mask.allowed_queries(k, q_begin, count, s, allowed);
   } else {
-    for (index j = 0; j < count; ++j) allowed[j] = mask.allows(q, k_begin + j, s);
+    for (index i = 0; i < count; ++i) allowed[i] = mask.allows(q_begin + i, k, s);
   }
 }
 
-/// Fills allowed[j] with whether k_begin + j lies in [first, last].
-inline void allow_interval(index k_begin, index count, index first, index last, std::uint8_t* allowed) noexcept {
-  for (index j = 0; j < count; ++j) allowed[j] = k_begin + j >= first && k_begin + j <= last;
+/// Fills allowed[i] with whether position begin + i lies in [first, last].
+inline void allow_interval(index begin, index count, index first, index last, std::uint8_t* allowed) noexcept {
+  for (index i = 0; i < count; ++i) allowed[i] = begin + i >= first && begin + i <= last;
 }
 
 /// How many plan lists a mask needs while planning (1 for leaves; composites add their parts').

@@ -30,14 +30,14 @@ struct global_tokens {
 
   bool allows(index q, index k, const problem_shape&) const noexcept { return is_global(k) || is_global(q); }
   static constexpr bool is_always_full() { return false; }
-  /// One binary search for the row and one for the run, instead of two per pair.
-  void allowed_keys(index q, index k_begin, index count, const problem_shape&, std::uint8_t* allowed) const noexcept {
-    const std::uint8_t all = is_global(q);
-    for (index j = 0; j < count; ++j) allowed[j] = all;
+  /// One binary search for the key and one for the run of queries, instead of two per pair.
+  void allowed_queries(index k, index q_begin, index count, const problem_shape&, std::uint8_t* allowed) const noexcept {
+    const std::uint8_t all = is_global(k);
+    for (index i = 0; i < count; ++i) allowed[i] = all;
     if (all) return;
     const index* last = indices.data() + indices.size();
-    for (const index* it = std::lower_bound(indices.data(), last, k_begin); it != last && *it < k_begin + count; ++it)
-      allowed[*it - k_begin] = 1;
+    for (const index* it = std::lower_bound(indices.data(), last, q_begin); it != last && *it < q_begin + count; ++it)
+      allowed[*it - q_begin] = 1;
   }
 
   void plan(const block_query& bq, block_plan& out) const noexcept {

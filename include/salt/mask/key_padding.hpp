@@ -18,8 +18,9 @@ struct key_padding {
 
   bool allows(index, index k, const problem_shape& s) const noexcept { return k < lengths[s.batch]; }
   static constexpr bool is_always_full() { return false; }
-  void allowed_keys(index, index k_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
-    detail::allow_interval(k_begin, count, k_begin, lengths[s.batch] - 1, allowed);
+  void allowed_queries(index k, index, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
+    const std::uint8_t valid = k < lengths[s.batch];
+    for (index i = 0; i < count; ++i) allowed[i] = valid;
   }
 
   void plan(const block_query& bq, block_plan& out) const noexcept {

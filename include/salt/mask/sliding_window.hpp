@@ -34,14 +34,16 @@ struct sliding_window {
     return delta <= left && -delta <= right && delta % dilation == 0;
   }
   static constexpr bool is_always_full() { return false; }
-  void allowed_keys(index q, index k_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
-    const index p = position(q, s);
+  /// Key k is seen by the queries at positions [k - right, k + left]; query q sits at position q + shift.
+  void allowed_queries(index k, index q_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
     if (dilation == 1) {
-      // Keys [p - left, p + right], saturated at the key axis so that huge windows cannot overflow.
-      const index first = left > p ? -1 : p - left, last = right >= s.lk - p ? s.lk : p + right;
-      detail::allow_interval(k_begin, count, first, last, allowed);
+      // Saturated at the ends of the query run, so that huge windows cannot overflow.
+      const index shift = s.lk - s.lq, p_begin = q_begin + shift, p_end = p_begin + count;
+      const index first = right >= k - p_begin ? p_begin : k - right;
+      const index last = left >= p_end - k ? p_end : k + left;
+      detail::allow_interval(p_begin, count, first, last, allowed);
     } else {
-      for (index j = 0; j < count; ++j) allowed[j] = allows(q, k_begin + j, s);
+      for (index i = 0; i < count; ++i) allowed[i] = allows(q_begin + i, k, s);
     }
   }
 
