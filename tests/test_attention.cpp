@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "checks.hpp"
 #include "reference.hpp"
 
 namespace {
@@ -44,18 +45,9 @@ template <class T>
 void check_against_reference(idx lq, idx lk, idx d, idx dv, std::uint64_t seed) {
   random_source rng(seed);
   const salt::row_matrix<T> q = rng.matrix<T>(lq, d), k = rng.matrix<T>(lk, d), v = rng.matrix<T>(lk, dv);
-  const double v_scale = finite_scale(v);
   mask_zoo(lk, rng).each([&](const std::string& name, const auto& mask) {
     CAPTURE(name, lq, lk, d, dv, sizeof(T));
-    const auto kernel = salt::attention_with_lse(q, k, v, mask);
-    const auto naive = naive_attention<T>(q, k, v, mask);
-    const auto ref = naive_attention<oracle_t<T>>(q, k, v, mask);
-    const auto out = judge<T>(kernel.out, naive.out, ref.out, v_scale);
-    CAPTURE(out.kernel_error, out.naive_error, out.floor);
-    CHECK(out.ok());
-    const auto lse = judge<T>(kernel.lse, naive.lse, ref.lse, finite_scale(ref.lse));
-    CAPTURE(lse.kernel_error, lse.naive_error, lse.floor);
-    CHECK(lse.ok());
+    check_head(q, k, v, mask);
   });
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "checks.hpp"
 #include "reference.hpp"
 
 namespace {
@@ -16,16 +17,6 @@ using idx = salt::index;
 using namespace salt::test;
 constexpr float inf = std::numeric_limits<float>::infinity();
 
-/// Runs a multi-head call and returns the message of the salt::error it throws ("" when none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const salt::error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 }  // namespace
 

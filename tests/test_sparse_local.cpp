@@ -16,6 +16,7 @@
 
 #include "catch.hpp"
 #include "plan_check.hpp"
+#include "checks.hpp"
 #include "reference.hpp"
 
 namespace {
@@ -197,18 +198,9 @@ template <class T>
 void check_local_against_reference(idx lq, idx lk, idx d, std::uint64_t seed) {
   random_source rng(seed);
   const salt::row_matrix<T> q = rng.matrix<T>(lq, d), k = rng.matrix<T>(lk, d), v = rng.matrix<T>(lk, d);
-  const double v_scale = finite_scale(v);
   local_zoo(lq, lk).each([&](const std::string& name, const auto& mask) {
     CAPTURE(name, lq, lk, d, sizeof(T));
-    const auto kernel = salt::attention_with_lse(q, k, v, mask);
-    const auto naive = naive_attention<T>(q, k, v, mask);
-    const auto ref = naive_attention<oracle_t<T>>(q, k, v, mask);
-    const auto out = judge<T>(kernel.out, naive.out, ref.out, v_scale);
-    CAPTURE(out.kernel_error, out.naive_error, out.floor);
-    CHECK(out.ok());
-    const auto lse = judge<T>(kernel.lse, naive.lse, ref.lse, finite_scale(ref.lse));
-    CAPTURE(lse.kernel_error, lse.naive_error, lse.floor);
-    CHECK(lse.ok());
+    check_head(q, k, v, mask);
   });
 }
 
@@ -260,16 +252,6 @@ TEST_CASE("local sparse masks run per batch item and head through the multi-head
 
 namespace {
 
-/// Runs a call and returns the message of the salt::error it throws ("" when none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const salt::error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 }  // namespace
 

@@ -5,6 +5,7 @@
 /// every compiler, standard library and platform: only integer arithmetic is used to make bits and
 /// integers (std::*_distribution differs between standard libraries).
 
+#include <cmath>
 #include <cstdint>
 
 #include "config.hpp"
@@ -43,6 +44,18 @@ class random_generator {
 
   /// Uniform double in [0, 1) with 53 random bits.
   double uniform() noexcept { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+
+  /// Standard normal draw, N(0, 1): Box-Muller (cosine branch) from two uniform() draws per call, so
+  /// every call consumes exactly two next() values. The uniforms are exact; sqrt is correctly rounded
+  /// (IEEE 754), but std::log and std::cos come from the platform's libm, and nothing in the expression
+  /// can be contracted into an FMA. So the bits are identical across compilers (g++, clang) on the same
+  /// C library; another libm (musl, macOS, MSVC), or glibc's FMA and non-FMA builds of log/cos (chosen
+  /// by CPU), may differ in the last bit on rare draws.
+  double normal() noexcept {
+    const double u1 = 1.0 - uniform();  // in (0, 1]: log never sees 0
+    const double u2 = uniform();
+    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+  }
 
  private:
   static std::uint64_t rotl(std::uint64_t x, int k) noexcept { return (x << k) | (x >> (64 - k)); }

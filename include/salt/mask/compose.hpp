@@ -43,73 +43,68 @@ void merge_plans(const block_plan& a, const block_plan& b, Combine combine, bloc
 
 }  // namespace detail
 
+namespace detail {
+
+/// How `|` combines two masks: a pair is allowed when either part allows it.
+struct either {
+  static constexpr bool pair(bool x, bool y) noexcept { return x || y; }
+  static constexpr block_kind block(block_kind x, block_kind y) noexcept { return std::max(x, y); }
+};
+/// How `&` combines two masks: a pair is allowed when both parts allow it.
+struct both {
+  static constexpr bool pair(bool x, bool y) noexcept { return x && y; }
+  static constexpr block_kind block(block_kind x, block_kind y) noexcept { return std::min(x, y); }
+};
+
+}  // namespace detail
+
+/// Two masks combined pair by pair (`Combine` is detail::either for `|`, detail::both for `&`). Its plans
+/// merge the parts' plans; its column form combines theirs, so compositions stay as cheap as their parts.
+template <mask_policy A, mask_policy B, class Combine>
+struct combined_mask {
+  [[no_unique_address]] A a;
+  [[no_unique_address]] B b;
+
+  bool allows(index q, index k, const problem_shape& s) const noexcept {
+    return Combine::pair(a.allows(q, k, s), b.allows(q, k, s));
+  }
+  static constexpr bool is_always_full() { return Combine::pair(A::is_always_full(), B::is_always_full()); }
+
+  void allowed_queries(index k, index q_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
+    std::uint8_t other[detail::column_chunk];
+    for (index i0 = 0; i0 < count; i0 += detail::column_chunk) {
+      const index n = std::min(detail::column_chunk, count - i0);
+      detail::allowed_queries(a, k, q_begin + i0, n, s, allowed + i0);
+      detail::allowed_queries(b, k, q_begin + i0, n, s, other);
+      for (index i = 0; i < n; ++i) allowed[i0 + i] = Combine::pair(allowed[i0 + i] != 0, other[i] != 0);
+    }
+  }
+
+  void plan(const block_query& bq, block_plan& out) const noexcept {
+    block_plan pa = out.spare(0), pb = out.spare(detail::plan_lists_v<A>);
+    detail::plan_blocks(a, bq, pa);
+    detail::plan_blocks(b, bq, pb);
+    detail::merge_plans(pa, pb, Combine::block, out);
+  }
+
+  template <class Dims>
+  void check(const Dims& dims, const char* api) const {
+    if constexpr (requires { a.check(dims, api); }) a.check(dims, api);
+    if constexpr (requires { b.check(dims, api); }) b.check(dims, api);
+  }
+};
+
 /// Pairs allowed by A or by B.
 template <mask_policy A, mask_policy B>
-struct union_mask {
-  [[no_unique_address]] A a;
-  [[no_unique_address]] B b;
-
-  bool allows(index q, index k, const problem_shape& s) const noexcept { return a.allows(q, k, s) || b.allows(q, k, s); }
-  static constexpr bool is_always_full() { return A::is_always_full() || B::is_always_full(); }
-  void allowed_queries(index k, index q_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
-    std::uint8_t other[detail::column_chunk];
-    for (index j0 = 0; j0 < count; j0 += detail::column_chunk) {
-      const index n = std::min(detail::column_chunk, count - j0);
-      detail::allowed_queries(a, k, q_begin + j0, n, s, allowed + j0);
-      detail::allowed_queries(b, k, q_begin + j0, n, s, other);
-      for (index j = 0; j < n; ++j) allowed[j0 + j] |= other[j];
-    }
-  }
-
-  void plan(const block_query& bq, block_plan& out) const noexcept {
-    block_plan pa = out.spare(0), pb = out.spare(detail::plan_lists_v<A>);
-    detail::plan_blocks(a, bq, pa);
-    detail::plan_blocks(b, bq, pb);
-    detail::merge_plans(pa, pb, [](detail::block_kind x, detail::block_kind y) { return std::max(x, y); }, out);
-  }
-  template <class Dims>
-  void check(const Dims& dims, const char* api) const {
-    if constexpr (requires { a.check(dims, api); }) a.check(dims, api);
-    if constexpr (requires { b.check(dims, api); }) b.check(dims, api);
-  }
-};
-
+using union_mask = combined_mask<A, B, detail::either>;
 /// Pairs allowed by both A and B.
 template <mask_policy A, mask_policy B>
-struct intersect_mask {
-  [[no_unique_address]] A a;
-  [[no_unique_address]] B b;
-
-  bool allows(index q, index k, const problem_shape& s) const noexcept { return a.allows(q, k, s) && b.allows(q, k, s); }
-  static constexpr bool is_always_full() { return A::is_always_full() && B::is_always_full(); }
-  void allowed_queries(index k, index q_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
-    std::uint8_t other[detail::column_chunk];
-    for (index j0 = 0; j0 < count; j0 += detail::column_chunk) {
-      const index n = std::min(detail::column_chunk, count - j0);
-      detail::allowed_queries(a, k, q_begin + j0, n, s, allowed + j0);
-      detail::allowed_queries(b, k, q_begin + j0, n, s, other);
-      for (index j = 0; j < n; ++j) allowed[j0 + j] &= other[j];
-    }
-  }
-
-  void plan(const block_query& bq, block_plan& out) const noexcept {
-    block_plan pa = out.spare(0), pb = out.spare(detail::plan_lists_v<A>);
-    detail::plan_blocks(a, bq, pa);
-    detail::plan_blocks(b, bq, pb);
-    detail::merge_plans(pa, pb, [](detail::block_kind x, detail::block_kind y) { return std::min(x, y); }, out);
-  }
-  template <class Dims>
-  void check(const Dims& dims, const char* api) const {
-    if constexpr (requires { a.check(dims, api); }) a.check(dims, api);
-    if constexpr (requires { b.check(dims, api); }) b.check(dims, api);
-  }
-};
+using intersect_mask = combined_mask<A, B, detail::both>;
 
 namespace detail {
-template <class A, class B>
-struct plan_lists<union_mask<A, B>> : std::integral_constant<index, 1 + plan_lists_v<A> + plan_lists_v<B>> {};
-template <class A, class B>
-struct plan_lists<intersect_mask<A, B>> : std::integral_constant<index, 1 + plan_lists_v<A> + plan_lists_v<B>> {};
+template <class A, class B, class Combine>
+struct plan_lists<combined_mask<A, B, Combine>>
+    : std::integral_constant<index, 1 + plan_lists_v<A> + plan_lists_v<B>> {};
 }  // namespace detail
 
 /// `causal{} | key_padding{...}`: pairs either mask allows.

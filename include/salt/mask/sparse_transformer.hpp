@@ -86,7 +86,7 @@ struct strided {
         m = std::max(m + 1, detail::ceil_div(detail::planned_end(lattice) * B - p1, st));
       }
     }
-    detail::merge_plans(band, lattice, [](detail::block_kind x, detail::block_kind y) { return std::max(x, y); }, out);
+    detail::merge_plans(band, lattice, detail::either::block, out);
   }
 
   void check(const problem_dims&, const char* api) const {
@@ -142,7 +142,7 @@ struct fixed {
         m = std::max(m + 1, detail::planned_end(summaries) * B / l);
       }
     }
-    detail::merge_plans(own, summaries, [](detail::block_kind x, detail::block_kind y) { return std::max(x, y); }, out);
+    detail::merge_plans(own, summaries, detail::either::block, out);
   }
 
   void check(const problem_dims&, const char* api) const {

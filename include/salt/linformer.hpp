@@ -1,0 +1,325 @@
+#pragma once
+/// \file linformer.hpp
+/// Linformer (Wang et al., "Linformer: Self-Attention with Linear Complexity", 2020): keys and values are
+/// projected along the sequence, K' = E K and V' = F V with E, F of shape (k, max_len), and the queries
+/// attend exactly to the k projected keys: O(L k d) time, O(k d) extra memory per head.
+///
+///     auto proj = salt::linformer_projections<float>::gaussian(256, 4096, 1, salt::linformer_sharing::shared_heads, 7);
+///     salt::row_matrix<float> out = salt::linformer_attention(q, k, v, proj);          // one head
+///     salt::linformer_attention(qv, kv, vv, outv, proj, salt::key_padding{lengths});   // many heads
+///
+/// A sequence of L <= max_len tokens uses the first L columns of E and F. Key padding zeroes the padded
+/// keys and values before projecting (so only the first `length` columns of E and F contribute); the k
+/// projected keys themselves are all attended. Linformer has no causal form (see linformer_attention).
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "attention.hpp"
+#include "config.hpp"
+#include "detail/simd.hpp"
+#include "detail/workspace.hpp"
+#include "error.hpp"
+#include "mask.hpp"
+#include "random.hpp"
+#include "score.hpp"
+#include "tensor.hpp"
+
+#if SALT_HAS_OPENMP
+#include <omp.h>
+#endif
+
+namespace salt {
+
+/// Which projections are shared, as in the paper's section 4.
+enum class linformer_sharing {
+  per_head,      ///< one (E, F) pair per K/V head
+  shared_heads,  ///< one (E, F) pair for every head ("headwise sharing")
+  shared_kv,     ///< one matrix, E = F, for keys, values and every head ("key-value sharing")
+};
+
+/// The projections E and F of a Linformer layer, each (k, max_len), owned. Sharing across layers is the
+/// caller's: pass the same object to every layer.
+template <class T>
+class linformer_projections {
+ public:
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
+                "salt::linformer_projections holds float or double.");
+  using matrix_map = Eigen::Map<const row_matrix<T>>;
+
+  /// Entries drawn from N(0, 1/k), the paper's fixed random projection (Johnson-Lindenstrauss scaling).
+  /// `heads` is the number of K/V heads served: per_head draws one pair for each, the shared modes draw
+  /// one and serve any number. Draw order: E of head 0, F of head 0, E of head 1, ... (shared_kv: E only),
+  /// each row by row, every entry stddev * random_generator(seed).normal() rounded to T; so float and double
+  /// projections of one seed agree to rounding.
+  static linformer_projections gaussian(index k, index max_len, index heads, linformer_sharing mode,
+                                        std::uint64_t seed) {
+    check_sizes(k, max_len, heads, "salt::linformer_projections::gaussian");
+    return draw(k, max_len, heads, mode, seed, 1.0 / std::sqrt(static_cast<double>(k)));
+  }
+
+  /// Xavier (Glorot) normal, the initialiser of a learned projection: N(0, 2 / (max_len + k)), the layer
+  /// mapping max_len positions to k. Same draw order as gaussian().
+  static linformer_projections xavier_normal(index k, index max_len, index heads, linformer_sharing mode,
+                                             std::uint64_t seed) {
+    check_sizes(k, max_len, heads, "salt::linformer_projections::xavier_normal");
+    return draw(k, max_len, heads, mode, seed, std::sqrt(2.0 / static_cast<double>(k + max_len)));
+  }
+
+  /// Given matrices, copied: per_head takes one E and one F per K/V head, shared_heads one of each,
+  /// shared_kv one E and no F. Every matrix is (k, max_len) with the same k and max_len.
+  static linformer_projections from_matrices(linformer_sharing mode, const std::vector<row_matrix<T>>& e,
+                                             const std::vector<row_matrix<T>>& f = {}) {
+    constexpr const char* api = "salt::linformer_projections::from_matrices";
+    const std::size_t want_f = mode == linformer_sharing::shared_kv ? 0 : e.size();
+    detail::require(!e.empty(), api, ": no E matrix given");
+    detail::require(mode == linformer_sharing::per_head || e.size() == 1, api, ": ", e.size(),
+                    " E matrices given, but shared modes take one");
+    detail::require(f.size() == want_f, api, ": ", e.size(), " E and ", f.size(), " F matrices given, but ",
+                    mode == linformer_sharing::shared_kv ? "shared_kv takes no F (F = E)" : "E and F must pair up");
+    const index k = e[0].rows(), max_len = e[0].cols();
+    check_sizes(k, max_len, 1, api);
+    for (std::size_t h = 0; h < e.size(); ++h) {
+      detail::require(e[h].rows() == k && e[h].cols() == max_len, api, ": E[", h, "] is ", e[h].rows(), " x ",
+                      e[h].cols(), " but E[0] is ", k, " x ", max_len);
+      if (want_f)
+        detail::require(f[h].rows() == k && f[h].cols() == max_len, api, ": F[", h, "] is ", f[h].rows(), " x ",
+                        f[h].cols(), " but E[0] is ", k, " x ", max_len);
+    }
+    linformer_projections p(mode, k, max_len, static_cast<index>(e.size()));
+    const index n = k * max_len;
+    for (std::size_t h = 0; h < e.size(); ++h) {
+      std::copy_n(e[h].data(), n, p.e_.data() + static_cast<index>(h) * n);
+      if (want_f) std::copy_n(f[h].data(), n, p.f_.data() + static_cast<index>(h) * n);
+    }
+    return p;
+  }
+
+  index k() const noexcept { return k_; }                        ///< projected length
+  index max_len() const noexcept { return max_len_; }            ///< longest sequence the projections take
+  linformer_sharing sharing() const noexcept { return mode_; }
+  index heads() const noexcept { return pairs_; }                ///< distinct E matrices: 1 unless per_head
+  /// E of K/V head h, (k, max_len); every head gets the same one unless per_head.
+  matrix_map e(index h) const noexcept { return {e_.data() + slot(h) * k_ * max_len_, k_, max_len_}; }
+  /// F of K/V head h, (k, max_len); E itself under shared_kv.
+  matrix_map f(index h) const noexcept {
+    return {(mode_ == linformer_sharing::shared_kv ? e_ : f_).data() + slot(h) * k_ * max_len_, k_, max_len_};
+  }
+
+ private:
+  linformer_projections(linformer_sharing mode, index k, index max_len, index pairs)
+      : e_(static_cast<std::size_t>(pairs * k * max_len)),
+        f_(mode == linformer_sharing::shared_kv ? 0 : static_cast<std::size_t>(pairs * k * max_len)),
+        k_(k),
+        max_len_(max_len),
+        pairs_(pairs),
+        mode_(mode) {}
+
+  static void check_sizes(index k, index max_len, index heads, const char* api) {
+    detail::require(k >= 1 && max_len >= 1, api, ": k and max_len must be >= 1, got k = ", k, ", max_len = ", max_len);
+    detail::require(heads >= 1, api, ": heads must be >= 1, got ", heads);
+  }
+
+  static linformer_projections draw(index k, index max_len, index heads, linformer_sharing mode, std::uint64_t seed,
+                                    double stddev) {
+    linformer_projections p(mode, k, max_len, mode == linformer_sharing::per_head ? heads : 1);
+    random_generator rng(seed);
+    const index n = k * max_len;
+    for (index h = 0; h < p.pairs_; ++h) {
+      for (index i = 0; i < n; ++i) p.e_[static_cast<std::size_t>(h * n + i)] = static_cast<T>(stddev * rng.normal());
+      if (mode == linformer_sharing::shared_kv) continue;
+      for (index i = 0; i < n; ++i) p.f_[static_cast<std::size_t>(h * n + i)] = static_cast<T>(stddev * rng.normal());
+    }
+    return p;
+  }
+
+  index slot(index h) const noexcept { return mode_ == linformer_sharing::per_head ? h : 0; }
+
+  std::vector<T> e_, f_;  // (pairs, k, max_len) each; f_ empty under shared_kv
+  index k_ = 0, max_len_ = 0, pairs_ = 0;
+  linformer_sharing mode_ = linformer_sharing::per_head;
+};
+
+namespace detail {
+
+template <class Mask>
+struct holds_causal : std::false_type {};
+template <causal_alignment Align>
+struct holds_causal<causal<Align>> : std::true_type {};
+template <class A, class B, class Combine>
+struct holds_causal<combined_mask<A, B, Combine>> : std::bool_constant<holds_causal<A>::value || holds_causal<B>::value> {};
+
+/// The masks Linformer can honour, checked where a call is compiled.
+template <class Mask>
+constexpr void check_linformer_mask() {
+  static_assert(!holds_causal<Mask>::value,
+                "salt::linformer_attention cannot be causal: projecting keys and values along the sequence "
+                "(K' = E K, V' = F V) mixes every position, future tokens included, into each projected key, so no "
+                "mask on the projected keys can hide the future.");
+  static_assert(holds_causal<Mask>::value || std::is_same_v<Mask, no_mask> || std::is_same_v<Mask, key_padding>,
+                "salt::linformer_attention takes no_mask or key_padding: other masks pick (query, key) pairs by "
+                "position, and the projected keys have no positions.");
+}
+
+/// Positions summed per partial sum of a projection. The sum over l is blocked, each block's partial sum
+/// starting from zero and then added to the output, so rounding error grows with len / 128 + 128 rather than
+/// with len (a float projection of 64k positions stays as accurate as a blocked GEMM).
+inline constexpr index linformer_sum_block = 128;
+
+/// out (rows, w) = a (rows, len) b (len, w) for one block of positions: register-blocked, MR rows of `a`
+/// times NP packets of `b`'s columns accumulate in registers; `accumulate` adds to out instead of storing.
+template <class T, int MR, int NP>
+EIGEN_STRONG_INLINE void linformer_micro(const T* a, index lda, const T* b, index ldb, index len, T* out, index ldo,
+                                         bool accumulate) noexcept {
+  using P = packet<T>;
+  constexpr int N = lanes<T>;
+  P acc[MR][NP];
+  for (int r = 0; r < MR; ++r)
+    for (int p = 0; p < NP; ++p) acc[r][p] = ei::pset1<P>(T(0));
+  for (index l = 0; l < len; ++l) {
+    P bv[NP];
+    for (int p = 0; p < NP; ++p) bv[p] = ei::ploadu<P>(b + l * ldb + p * N);
+    for (int r = 0; r < MR; ++r) {
+      const P av = ei::pset1<P>(a[r * lda + l]);
+      for (int p = 0; p < NP; ++p) acc[r][p] = ei::pmadd(av, bv[p], acc[r][p]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int p = 0; p < NP; ++p) {
+      T* o = out + r * ldo + p * N;
+      ei::pstoreu(o, accumulate ? ei::padd(ei::ploadu<P>(o), acc[r][p]) : acc[r][p]);
+    }
+}
+
+template <class T, int NP>
+void linformer_rows(const T* a, index lda, index rows, const T* b, index ldb, index len, T* out, index ldo,
+                    bool accumulate) noexcept {
+  constexpr int MR = 4;
+  index r = 0;
+  for (; r + MR <= rows; r += MR)
+    linformer_micro<T, MR, NP>(a + r * lda, lda, b, ldb, len, out + r * ldo, ldo, accumulate);
+  for (; r < rows; ++r) linformer_micro<T, 1, NP>(a + r * lda, lda, b, ldb, len, out + r * ldo, ldo, accumulate);
+}
+
+/// out (rows, w) = a (rows, len) b (len, w): a Linformer projection, E[:, :len] K. Each output entry is the
+/// sum, in order, of its blocks' partial sums, each an in-order chain of multiply-adds; which rows and
+/// columns a call covers does not change any entry, so results do not depend on how work is split
+/// between threads. len = 0 gives zeros.
+template <class T>
+void linformer_project(const T* a, index lda, index rows, const T* b, index ldb, index len, index w, T* out,
+                       index ldo) noexcept {
+  constexpr int N = lanes<T>;
+  constexpr int NP = vector_registers >= 32 ? 4 : 2;
+  for (index r = 0; r < rows; ++r) std::fill_n(out + r * ldo, w, T(0));
+  for (index l0 = 0; l0 < len; l0 += linformer_sum_block) {
+    const index nl = std::min(linformer_sum_block, len - l0);
+    const T* al = a + l0;
+    const T* bl = b + l0 * ldb;
+    index c = 0;
+    for (; c + NP * N <= w; c += NP * N) linformer_rows<T, NP>(al, lda, rows, bl + c, ldb, nl, out + c, ldo, l0 > 0);
+    for (; c + N <= w; c += N) linformer_rows<T, 1>(al, lda, rows, bl + c, ldb, nl, out + c, ldo, l0 > 0);
+    for (; c < w; ++c)  // columns past the last whole packet
+      for (index r = 0; r < rows; ++r) {
+        T s = 0;
+        for (index l = 0; l < nl; ++l) s += al[r * lda + l] * bl[l * ldb + c];
+        out[r * ldo + c] += s;
+      }
+  }
+}
+
+/// Rows of a projection computed per work item: a multiple of the micro-kernel's 4.
+inline constexpr index linformer_row_chunk = 64;
+
+}  // namespace detail
+
+/// Multi-head Linformer attention over strided (batch, heads, tokens, features) views, written into `out`
+/// (and the log-sum-exp of each query row over the k projected keys into `lse`, when given). For each
+/// batch item b and K/V head h: K' = E_h[:, :n] K[:n], V' = F_h[:, :n] V[:n] with n the sequence length
+/// (or the batch item's key_padding length), then exact attention of Q against (K', V') on the engine.
+/// With grouped-query attention, query heads that share a K/V head share its projections.
+///
+/// Only `no_mask` and `key_padding` are accepted, and `salt::causal` is rejected at compile time: causal
+/// Linformer is not defined, because each projected key mixes all positions, future ones included.
+/// A batch item with no valid key projects to zero keys and values: its rows output zeros.
+template <class T, class Mask = no_mask>
+void linformer_attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
+                         const tensor_view<T>& out, const lse_view<T>& lse, const linformer_projections<T>& proj,
+                         const Mask& mask = {}, const dot_product& score = {}, const run_options& opts = {}) {
+  detail::check_linformer_mask<Mask>();
+  constexpr const char* api = "salt::linformer_attention";
+  detail::check_problem(q, k, v, out, lse, mask, score, opts, api);
+  detail::require(k.tokens <= proj.max_len(), api, ": the sequence has ", k.tokens,
+                  " keys but the projections take at most ", proj.max_len(), " (max_len)");
+  detail::require(proj.sharing() != linformer_sharing::per_head || proj.heads() == k.heads, api,
+                  ": the projections hold one (E, F) pair per head for ", proj.heads(), " heads but k and v have ",
+                  k.heads);
+
+  // Projected keys and values of every (batch item, K/V head): (batch, kv heads, k, d) and (.., k, dv).
+  const index B = k.batch, H = k.heads, kp = proj.k(), d = k.features, dv = v.features;
+  detail::aligned_buffer<T> kbuf(B * H * kp * d), vbuf(B * H * kp * dv);
+  const index chunks = (kp + detail::linformer_row_chunk - 1) / detail::linformer_row_chunk;
+  const index items = B * H * 2 * chunks;  // (batch, head, keys or values, row chunk)
+  auto item = [&](index it) {
+    const index chunk = it % chunks, rest = it / chunks;
+    const bool values = rest % 2 != 0;
+    const index bh = rest / 2, b = bh / H, h = bh % H;
+    index len = k.tokens;
+    if constexpr (std::is_same_v<Mask, key_padding>) len = mask.lengths[static_cast<std::size_t>(b)];
+    const index r0 = chunk * detail::linformer_row_chunk, rows = std::min(detail::linformer_row_chunk, kp - r0);
+    const auto m = values ? proj.f(h) : proj.e(h);  // (k, max_len)
+    const head_view<const T> src = values ? v.head(b, h) : k.head(b, h);
+    const index w = values ? dv : d;
+    T* dst = (values ? vbuf.data() : kbuf.data()) + (bh * kp + r0) * w;
+    detail::linformer_project(m.data() + r0 * proj.max_len(), proj.max_len(), rows, src.data, src.row_stride, len, w,
+                              dst, w);
+  };
+#if SALT_HAS_OPENMP
+  const int threads = static_cast<int>(
+      std::clamp<index>(opts.threads > 0 ? opts.threads : omp_get_max_threads(), 1, std::max<index>(items, 1)));
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
+  for (index it = 0; it < items; ++it) item(it);
+#else
+  for (index it = 0; it < items; ++it) item(it);
+#endif
+
+  const tensor_view<const T> kv{kbuf.data(), B, H, kp, d, H * kp * d, kp * d, d};
+  const tensor_view<const T> vv{vbuf.data(), B, H, kp, dv, H * kp * dv, kp * dv, dv};
+  attention<T>(q, kv, vv, out, lse, no_mask{}, score, opts);
+}
+
+/// Multi-head Linformer attention without the log-sum-exp.
+template <class T, class Mask = no_mask>
+void linformer_attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
+                         const tensor_view<T>& out, const linformer_projections<T>& proj, const Mask& mask = {},
+                         const dot_product& score = {}, const run_options& opts = {}) {
+  linformer_attention<T, Mask>(q, k, v, out, lse_view<T>{}, proj, mask, score, opts);
+}
+
+/// One head: q (Lq, d), k (L, d), v (L, dv) -> (Lq, dv). Row-major inputs are read in place; a column-major
+/// one is copied once. `mask` is no_mask or key_padding (one length).
+template <class DQ, class DK, class DV, class Mask = no_mask>
+row_matrix<typename DQ::Scalar> linformer_attention(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k,
+                                                    const Eigen::MatrixBase<DV>& v,
+                                                    const linformer_projections<typename DQ::Scalar>& proj,
+                                                    const Mask& mask = {}, const dot_product& score = {},
+                                                    const run_options& opts = {}) {
+  using T = typename DQ::Scalar;
+  static_assert(std::is_same_v<T, typename DK::Scalar> && std::is_same_v<T, typename DV::Scalar>,
+                "salt::linformer_attention: q, k and v must have the same scalar type.");
+  detail::check_linformer_mask<Mask>();
+  const matrix_cref<T> qr(q), kr(k), vr(v);
+  row_matrix<T> out(qr.rows(), vr.cols());
+  auto view = [](const matrix_cref<T>& m) {
+    return tensor_view<const T>{m.data(), 1, 1, m.rows(), m.cols(), 0, 0, m.outerStride()};
+  };
+  linformer_attention<T, Mask>(view(qr), view(kr), view(vr), tensor_view<T>::of(out), lse_view<T>{}, proj, mask,
+                               score, opts);
+  return out;
+}
+
+}  // namespace salt
