@@ -67,9 +67,12 @@ void run_attention(benchmark::State& state, const Mask& mask, const flop_rule& f
   state.counters["peak_alloc_B"] = static_cast<double>(alloc.peak_live);
 }
 
-void sequence_lengths(benchmark::internal::Benchmark* b, index from, index to, int threads) {
+/// Lengths from..to (doubling), with a complexity fit: `growth` names the expected order (its RMS says how
+/// well it fits); oAuto lets Google Benchmark pick.
+void sequence_lengths(benchmark::internal::Benchmark* b, index from, index to, int threads,
+                      benchmark::BigO growth = benchmark::oAuto) {
   for (index L = from; L <= to; L *= 2) b->Args({L, threads});
-  b->Unit(benchmark::kMillisecond)->Complexity()->UseRealTime();
+  b->Unit(benchmark::kMillisecond)->Complexity(growth)->UseRealTime();
 }
 
 void BM_fma_peak(benchmark::State& state) {
@@ -155,13 +158,13 @@ void BM_memory(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(BM_fma_peak)->UseManualTime()->Iterations(1);
-BENCHMARK(BM_dense)->Apply([](auto* b) { sequence_lengths(b, 512, 16384, 1); });
-BENCHMARK(BM_causal)->Apply([](auto* b) { sequence_lengths(b, 512, 16384, 1); });
-BENCHMARK(BM_sliding_window)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1); });
-BENCHMARK(BM_longformer)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1); });
-BENCHMARK(BM_bigbird)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1); });
-BENCHMARK(BM_block_layout)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1); });
-BENCHMARK(BM_segments)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1); });
+BENCHMARK(BM_dense)->Apply([](auto* b) { sequence_lengths(b, 512, 16384, 1, benchmark::oNSquared); });
+BENCHMARK(BM_causal)->Apply([](auto* b) { sequence_lengths(b, 512, 16384, 1, benchmark::oNSquared); });
+BENCHMARK(BM_sliding_window)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1, benchmark::oN); });
+BENCHMARK(BM_longformer)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1, benchmark::oN); });
+BENCHMARK(BM_bigbird)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1, benchmark::oN); });
+BENCHMARK(BM_block_layout)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1, benchmark::oN); });
+BENCHMARK(BM_segments)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1, benchmark::oN); });
 BENCHMARK(BM_strided_causal)->Apply([](auto* b) { sequence_lengths(b, 1024, 32768, 1); });
 BENCHMARK(BM_fixed_causal)->Apply([](auto* b) { sequence_lengths(b, 1024, 32768, 1); });
 BENCHMARK(BM_thread_scaling)->Arg(4096)->Unit(benchmark::kMillisecond)->Iterations(5);

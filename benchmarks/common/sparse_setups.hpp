@@ -12,7 +12,7 @@
 namespace salt::bench {
 
 constexpr index window = 256;       // Longformer-style one-sided window
-constexpr index global_count = 16;  // global tokens, spread evenly
+constexpr index global_count = 16;  // global tokens: the first ones, as a CLS token and a question are
 constexpr index bigbird_block = 64, bigbird_random = 3;
 constexpr index segment_length = 2048;  // packed documents
 
@@ -24,7 +24,7 @@ struct sparse_data {
   std::unique_ptr<block_layout_csr> layout;
 
   explicit sparse_data(index L) {
-    for (index i = 0; i < global_count && i < L; ++i) global.push_back(i * (L / global_count));
+    for (index i = 0; i < global_count && i < L; ++i) global.push_back(i);
     segment_ids.resize(static_cast<std::size_t>(L));
     for (index t = 0; t < L; ++t) segment_ids[static_cast<std::size_t>(t)] = t / segment_length;
     const index nb = (L + bigbird_block - 1) / bigbird_block;
