@@ -83,17 +83,21 @@ void check_multi_head(linformer_sharing mode, idx lq, idx L, idx max_len, idx kp
   } else {
     salt::linformer_attention<T>(q.view(), k.view(), v.view(), out.out_view(), proj);
   }
+  // The formula head by head, stacked like the output: (batch * heads * lq, dv).
+  mat<T> naive(B * Hq * lq, dv);
+  mat<oracle_t<T>> ref(B * Hq * lq, dv);
   for (idx b = 0; b < B; ++b)
     for (idx h = 0; h < Hq; ++h) {
       const idx g = h / (Hq / Hkv), n = padded ? lengths[static_cast<std::size_t>(b)] : L;
-      CAPTURE(name_of(mode), lq, L, max_len, kproj, d, dv, padded, b, h, sizeof(T));
       const mat<T> e = proj.e(g), f = proj.f(g);
-      const auto naive = linformer_formula<T>(q.head(b, h), k.head(b, g), v.head(b, g), e, f, n);
-      const auto ref = linformer_formula<oracle_t<T>>(q.head(b, h), k.head(b, g), v.head(b, g), e, f, n);
-      const auto acc = judge<T>(out.head(b, h), naive, ref, finite_scale(ref));
-      CAPTURE(acc.kernel_error, acc.naive_error, acc.floor);
-      CHECK(acc.ok());
+      naive.middleRows((b * Hq + h) * lq, lq) = linformer_formula<T>(q.head(b, h), k.head(b, g), v.head(b, g), e, f, n);
+      ref.middleRows((b * Hq + h) * lq, lq) =
+          linformer_formula<oracle_t<T>>(q.head(b, h), k.head(b, g), v.head(b, g), e, f, n);
     }
+  CAPTURE(name_of(mode), lq, L, max_len, kproj, d, dv, padded, sizeof(T));
+  const auto acc = judge<T>(out.data, naive, ref, finite_scale(ref));
+  CAPTURE(acc.kernel_error, acc.naive_error, acc.floor);
+  CHECK(acc.ok());
 }
 
 }  // namespace

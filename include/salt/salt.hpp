@@ -5,6 +5,7 @@
 #include "attention.hpp"
 #include "config.hpp"
 #include "error.hpp"
+#include "linformer.hpp"
 #include "mask.hpp"
 #include "plan.hpp"
 #include "random.hpp"

@@ -111,9 +111,12 @@ struct synthesizer_random {
   template <class U>
   void apply(const logit_tile<U>& t, const problem_shape& p) const noexcept {
     const T* base = data + (heads == 1 ? 0 : p.head) * head_stride + (query_offset + t.q_begin) * row_stride + t.k_begin;
-    for (index j = 0; j < t.keys; ++j) {
-      U* row = t.key_row(j);
-      for (index i = 0; i < t.queries; ++i) row[i] += static_cast<U>(base[i * row_stride + j]);
+    // Query-major: each query reads its table row contiguously; the writes stride through the tile, which
+    // sits in L1. (Key-major reads would stride by a whole table row per element: 2x slower at max_len 4096.)
+    for (index i = 0; i < t.queries; ++i) {
+      const T* src = base + i * row_stride;
+      U* dst = t.data + i;
+      for (index j = 0; j < t.keys; ++j) dst[j * t.stride] += static_cast<U>(src[j]);
     }
   }
 
