@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "checks.hpp"
 #include "reference.hpp"
 
 namespace {
@@ -21,21 +22,14 @@ using salt::linformer_sharing;
 template <class U>
 using mat = salt::row_matrix<U>;
 
-template <class F>
-std::string thrown_message(F&& f) {
-  try {
-    f();
-  } catch (const salt::error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 const char* name_of(linformer_sharing s) {
   switch (s) {
-    case linformer_sharing::per_head: return "per_head";
-    case linformer_sharing::shared_heads: return "shared_heads";
-    case linformer_sharing::shared_kv: return "shared_kv";
+    case linformer_sharing::per_head:
+      return "per_head";
+    case linformer_sharing::shared_heads:
+      return "shared_heads";
+    case linformer_sharing::shared_kv:
+      return "shared_kv";
   }
   return "?";
 }
@@ -63,7 +57,9 @@ struct heads_buffer {
   mat<T> data;
   heads_buffer(idx b, idx h, idx l, idx f, random_source& rng)
       : batch(b), heads(h), tokens(l), features(f), data(rng.matrix<T>(b * h * l, f)) {}
-  salt::tensor_view<const T> view() const { return salt::tensor_view<const T>::bhld(data.data(), batch, heads, tokens, features); }
+  salt::tensor_view<const T> view() const {
+    return salt::tensor_view<const T>::bhld(data.data(), batch, heads, tokens, features);
+  }
   salt::tensor_view<T> out_view() { return salt::tensor_view<T>::bhld(data.data(), batch, heads, tokens, features); }
   mat<T> head(idx b, idx h) const { return data.middleRows((b * heads + h) * tokens, tokens); }
 };
@@ -106,7 +102,7 @@ TEST_CASE("normal draws and Gaussian projections are the committed bits", "[linf
   // Computed with g++ 12 and clang 14 (identical) on x86-64 glibc. A change here means seeded models no
   // longer reproduce: see random_generator::normal() for what the bits depend on.
   salt::random_generator g(2024);
-  const double draws[] = {0x1.1611fc6912463p-4, 0x1.a99688bd5582bp-3,  0x1.c6e48905a7726p-5,
+  const double draws[] = {0x1.1611fc6912463p-4,  0x1.a99688bd5582bp-3, 0x1.c6e48905a7726p-5,
                           -0x1.691343d4b6357p-5, 0x1.362b1e364a1d3p+0, 0x1.73a529d01dc84p+0};
   for (const double x : draws) CHECK(g.normal() == x);
 
@@ -136,9 +132,9 @@ TEST_CASE("normal() is standard normal; projections have the stated spread", "[l
     const double x = g.normal();
     sum += x, sum2 += x * x, sum4 += x * x * x * x;
   }
-  CHECK(std::abs(sum / n) < 0.01);          // standard error 0.0022
-  CHECK(std::abs(sum2 / n - 1) < 0.015);    // standard error 0.0032
-  CHECK(std::abs(sum4 / n - 3) < 0.1);      // kurtosis of a normal; standard error 0.022
+  CHECK(std::abs(sum / n) < 0.01);        // standard error 0.0022
+  CHECK(std::abs(sum2 / n - 1) < 0.015);  // standard error 0.0032
+  CHECK(std::abs(sum4 / n - 3) < 0.1);    // kurtosis of a normal; standard error 0.022
 
   auto spread = [](const salt::linformer_projections<double>& p) {
     const auto m = p.e(0);
@@ -185,16 +181,15 @@ TEMPLATE_TEST_CASE("Linformer matches its fp64 formula in every sharing mode", "
   struct shape {
     idx lq, L, max_len, k;
   };
-  const std::vector<shape> shapes = {{1, 1, 1, 1},     {7, 7, 64, 16},    {65, 65, 65, 70},
+  const std::vector<shape> shapes = {{1, 1, 1, 1},        {7, 7, 64, 16},     {65, 65, 65, 70},
                                      {200, 150, 256, 32}, {64, 200, 200, 64}, {33, 257, 300, 5}};
   std::uint64_t seed = 500;
   for (const linformer_sharing mode :
        {linformer_sharing::per_head, linformer_sharing::shared_heads, linformer_sharing::shared_kv})
-    for (const auto& s : shapes)
-      for (const bool padded : {false, true}) {
-        check_multi_head<T>(mode, s.lq, s.L, s.max_len, s.k, 32, 32, padded, seed++);
-        check_multi_head<T>(mode, s.lq, s.L, s.max_len, s.k, 20, 3, padded, seed++);  // packet and scalar tails
-      }
+    for (const auto& s : shapes) {
+      check_multi_head<T>(mode, s.lq, s.L, s.max_len, s.k, 32, 32, false, seed++);
+      check_multi_head<T>(mode, s.lq, s.L, s.max_len, s.k, 20, 3, true, seed++);  // packet and scalar tails; padding
+    }
 }
 
 TEMPLATE_TEST_CASE("Linformer with k = L and E = F = identity is exact attention", "[linformer][reference]", float,
@@ -284,32 +279,35 @@ TEST_CASE("Linformer errors name the sizes", "[linformer][errors]") {
   using P = salt::linformer_projections<float>;
   const mat<float> q = rng.matrix<float>(200, 8), k = rng.matrix<float>(200, 8);
   const auto proj = P::gaussian(16, 128, 1, linformer_sharing::shared_heads, 1);
-  CHECK(thrown_message([&] { (void)salt::linformer_attention(q, k, k, proj); }) ==
+  CHECK(error_of([&] { (void)salt::linformer_attention(q, k, k, proj); }) ==
         "salt::linformer_attention: the sequence has 200 keys but the projections take at most 128 (max_len)");
   const auto three = P::gaussian(16, 256, 3, linformer_sharing::per_head, 1);
-  CHECK(thrown_message([&] { (void)salt::linformer_attention(q, k, k, three); }) ==
+  CHECK(error_of([&] { (void)salt::linformer_attention(q, k, k, three); }) ==
         "salt::linformer_attention: the projections hold one (E, F) pair per head for 3 heads but k and v have 1");
   const std::vector<idx> too_long{201};
   const auto big = P::gaussian(16, 256, 1, linformer_sharing::shared_kv, 1);
-  CHECK(thrown_message([&] { (void)salt::linformer_attention(q, k, k, big, salt::key_padding{too_long}); }) ==
+  CHECK(error_of([&] { (void)salt::linformer_attention(q, k, k, big, salt::key_padding{too_long}); }) ==
         "salt::linformer_attention: key_padding length 201 of batch item 0 is outside [0, 200]");
   const mat<float> k7 = rng.matrix<float>(7, 8);
-  CHECK(thrown_message([&] { (void)salt::linformer_attention(q, k, k7, big); }) ==
+  CHECK(error_of([&] { (void)salt::linformer_attention(q, k, k7, big); }) ==
         "salt::linformer_attention: k has 200 tokens but v has 7");
 
-  CHECK(thrown_message([] { (void)P::gaussian(0, 128, 1, linformer_sharing::per_head, 1); }) ==
+  CHECK(error_of([] { (void)P::gaussian(0, 128, 1, linformer_sharing::per_head, 1); }) ==
         "salt::linformer_projections::gaussian: k and max_len must be >= 1, got k = 0, max_len = 128");
-  CHECK(thrown_message([] { (void)P::xavier_normal(4, 128, 0, linformer_sharing::per_head, 1); }) ==
+  CHECK(error_of([] { (void)P::xavier_normal(4, 128, 0, linformer_sharing::per_head, 1); }) ==
         "salt::linformer_projections::xavier_normal: heads must be >= 1, got 0");
   const mat<float> e(16, 128), e_bad(16, 100);
-  CHECK(thrown_message([&] { (void)P::from_matrices(linformer_sharing::per_head, {e, e_bad}, {e, e}); }) ==
-        "salt::linformer_projections::from_matrices: E[1] is 16 x 100 but E[0] is 16 x 128");
-  CHECK(thrown_message([&] { (void)P::from_matrices(linformer_sharing::per_head, {e, e}, {e, e_bad}); }) ==
-        "salt::linformer_projections::from_matrices: F[1] is 16 x 100 but E[0] is 16 x 128");
-  CHECK(thrown_message([&] { (void)P::from_matrices(linformer_sharing::shared_heads, {e}, {}); }) ==
+  CHECK(error_of([&] {
+          (void)P::from_matrices(linformer_sharing::per_head, {e, e_bad}, {e, e});
+        }) == "salt::linformer_projections::from_matrices: E[1] is 16 x 100 but E[0] is 16 x 128");
+  CHECK(error_of([&] {
+          (void)P::from_matrices(linformer_sharing::per_head, {e, e}, {e, e_bad});
+        }) == "salt::linformer_projections::from_matrices: F[1] is 16 x 100 but E[0] is 16 x 128");
+  CHECK(error_of([&] { (void)P::from_matrices(linformer_sharing::shared_heads, {e}, {}); }) ==
         "salt::linformer_projections::from_matrices: 1 E and 0 F matrices given, but E and F must pair up");
-  CHECK(thrown_message([&] { (void)P::from_matrices(linformer_sharing::shared_kv, {e}, {e}); }) ==
+  CHECK(error_of([&] { (void)P::from_matrices(linformer_sharing::shared_kv, {e}, {e}); }) ==
         "salt::linformer_projections::from_matrices: 1 E and 1 F matrices given, but shared_kv takes no F (F = E)");
-  CHECK(thrown_message([&] { (void)P::from_matrices(linformer_sharing::shared_heads, {e, e}, {e, e}); }) ==
-        "salt::linformer_projections::from_matrices: 2 E matrices given, but shared modes take one");
+  CHECK(error_of([&] {
+          (void)P::from_matrices(linformer_sharing::shared_heads, {e, e}, {e, e});
+        }) == "salt::linformer_projections::from_matrices: 2 E matrices given, but shared modes take one");
 }

@@ -4,7 +4,8 @@
 /// projected along the sequence, K' = E K and V' = F V with E, F of shape (k, max_len), and the queries
 /// attend exactly to the k projected keys: O(L k d) time, O(k d) extra memory per head.
 ///
-///     auto proj = salt::linformer_projections<float>::gaussian(256, 4096, 1, salt::linformer_sharing::shared_heads, 7);
+///     using salt::linformer_sharing;
+///     auto proj = salt::linformer_projections<float>::gaussian(256, 4096, 1, linformer_sharing::shared_heads, 7);
 ///     salt::row_matrix<float> out = salt::linformer_attention(q, k, v, proj);          // one head
 ///     salt::linformer_attention(qv, kv, vv, outv, proj, salt::key_padding{lengths});   // many heads
 ///
@@ -100,10 +101,10 @@ class linformer_projections {
     return p;
   }
 
-  index k() const noexcept { return k_; }                        ///< projected length
-  index max_len() const noexcept { return max_len_; }            ///< longest sequence the projections take
+  index k() const noexcept { return k_; }              ///< projected length
+  index max_len() const noexcept { return max_len_; }  ///< longest sequence the projections take
   linformer_sharing sharing() const noexcept { return mode_; }
-  index heads() const noexcept { return pairs_; }                ///< distinct E matrices: 1 unless per_head
+  index heads() const noexcept { return pairs_; }  ///< distinct E matrices: 1 unless per_head
   /// E of K/V head h, (k, max_len); every head gets the same one unless per_head.
   matrix_map e(index h) const noexcept { return {e_.data() + slot(h) * k_ * max_len_, k_, max_len_}; }
   /// F of K/V head h, (k, max_len); E itself under shared_kv.
@@ -152,7 +153,8 @@ struct holds_causal : std::false_type {};
 template <causal_alignment Align>
 struct holds_causal<causal<Align>> : std::true_type {};
 template <class A, class B, class Combine>
-struct holds_causal<combined_mask<A, B, Combine>> : std::bool_constant<holds_causal<A>::value || holds_causal<B>::value> {};
+struct holds_causal<combined_mask<A, B, Combine>>
+    : std::bool_constant<holds_causal<A>::value || holds_causal<B>::value> {};
 
 /// The masks Linformer can honour, checked where a call is compiled.
 template <class Mask>
@@ -262,7 +264,9 @@ inline constexpr index linformer_row_chunk = 96;
 ///
 /// Only `no_mask` and `key_padding` are accepted, and `salt::causal` is rejected at compile time: causal
 /// Linformer is not defined, because each projected key mixes all positions, future ones included.
-/// A batch item with no valid key projects to zero keys and values: its rows output zeros.
+/// A batch item with no valid key projects to zero keys and values: its rows output zeros (and LSE log k,
+/// since the k projected keys are still attended). `score` sets the scale (default 1/sqrt(d)). The projected
+/// keys and values of every (batch item, K/V head) are held at once: batch * Hkv * k * (d + dv) elements.
 template <class T, class Mask = no_mask>
 void linformer_attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
                          const tensor_view<T>& out, const lse_view<T>& lse, const linformer_projections<T>& proj,
@@ -334,8 +338,8 @@ row_matrix<typename DQ::Scalar> linformer_attention(const Eigen::MatrixBase<DQ>&
   auto view = [](const matrix_cref<T>& m) {
     return tensor_view<const T>{m.data(), 1, 1, m.rows(), m.cols(), 0, 0, m.outerStride()};
   };
-  linformer_attention<T, Mask>(view(qr), view(kr), view(vr), tensor_view<T>::of(out), lse_view<T>{}, proj, mask,
-                               score, opts);
+  linformer_attention<T, Mask>(view(qr), view(kr), view(vr), tensor_view<T>::of(out), lse_view<T>{}, proj, mask, score,
+                               opts);
   return out;
 }
 

@@ -40,17 +40,24 @@ EIGEN_STRONG_INLINE void dot_step(const T* qt, index qt_stride, const T* k, inde
   using P = packet<T>;
   constexpr int N = lanes<T>;
   P acc[KR][QP];
+  SALT_UNROLL
   for (int r = 0; r < KR; ++r)
+    SALT_UNROLL
     for (int p = 0; p < QP; ++p) acc[r][p] = ei::pset1<P>(T(0));
   for (index c = 0; c < d; ++c) {
     P qv[QP];
+    SALT_UNROLL
     for (int p = 0; p < QP; ++p) qv[p] = ei::pload<P>(qt + c * qt_stride + p * N);
+    SALT_UNROLL
     for (int r = 0; r < KR; ++r) {
       const P kb = ei::pset1<P>(k[r * k_stride + c]);
+      SALT_UNROLL
       for (int p = 0; p < QP; ++p) acc[r][p] = ei::pmadd(qv[p], kb, acc[r][p]);
     }
   }
+  SALT_UNROLL
   for (int r = 0; r < KR; ++r)
+    SALT_UNROLL
     for (int p = 0; p < QP; ++p) ei::pstore(st + r * st_stride + p * N, acc[r][p]);
 }
 
@@ -118,22 +125,29 @@ EIGEN_STRONG_INLINE void pv_step(T* o, index o_stride, const T* alpha, const T* 
   constexpr int N = lanes<T>;
   constexpr index S = tile_shape<T>::query_tile;
   P acc[R][CPn];
+  SALT_UNROLL
   for (int r = 0; r < R; ++r) {
     const P a = ei::pset1<P>(alpha[r]);
+    SALT_UNROLL
     for (int c = 0; c < CPn; ++c) acc[r][c] = ei::pmul(a, ei::pload<P>(o + r * o_stride + c * N));
   }
   for (index j = 0; j < nk; ++j) {
     P vv[CPn];
+    SALT_UNROLL
     for (int c = 0; c < CPn; ++c) {
       vv[c] = ei::ploadu<P>(v + j * v_stride + c * N);
       keep_in_register(vv[c]);
     }
+    SALT_UNROLL
     for (int r = 0; r < R; ++r) {
       const P pb = ei::pset1<P>(st[j * S + r]);
+      SALT_UNROLL
       for (int c = 0; c < CPn; ++c) acc[r][c] = ei::pmadd(pb, vv[c], acc[r][c]);
     }
   }
+  SALT_UNROLL
   for (int r = 0; r < R; ++r)
+    SALT_UNROLL
     for (int c = 0; c < CPn; ++c) ei::pstore(o + r * o_stride + c * N, acc[r][c]);
 }
 

@@ -13,6 +13,14 @@
 #include <immintrin.h>
 #endif
 
+/// Unrolls the register-tile loops of the micro-kernels. GCC 12 at -O2 keeps them rolled, which leaves
+/// the accumulators in memory and the kernels 3x slower; the order of operations does not change.
+#if defined(__clang__) || defined(__GNUC__)
+#define SALT_UNROLL _Pragma("GCC unroll 16")
+#else
+#define SALT_UNROLL
+#endif
+
 namespace salt::detail {
 
 namespace ei = Eigen::internal;

@@ -99,6 +99,13 @@ void plan_layout_rows(const block_query& bq, index block, block_plan& out, const
 }
 
 /// Checks a well-formed layout against a call: its heads, and that it covers every key.
+/// The sizes every layout form must have: positive block size and heads, a block count of 0 or more.
+inline void check_layout_sizes(const char* api, const char* name, index block, index heads, index blocks) {
+  require(block > 0, api, ": ", name, " block size must be positive, got ", block);
+  require(heads >= 1, api, ": ", name, " heads must be positive, got ", heads);
+  require(blocks >= 0, api, ": ", name, " block count must be >= 0, got ", blocks);
+}
+
 inline void check_layout_shape(const char* api, const char* name, index block, index heads, index blocks,
                                const problem_dims& dims) {
   require(heads == 1 || heads == dims.q_heads, api, ": ", name, " has ", heads, " heads, neither 1 nor the ",
@@ -154,9 +161,7 @@ struct block_layout {
   }
   /// The checks that do not depend on a call: sizes agree with each other.
   void check_flags(const char* api) const {
-    detail::require(block > 0, api, ": block_layout block size must be positive, got ", block);
-    detail::require(heads >= 1, api, ": block_layout heads must be positive, got ", heads);
-    detail::require(blocks >= 0, api, ": block_layout block count must be >= 0, got ", blocks);
+    detail::check_layout_sizes(api, "block_layout", block, heads, blocks);
     detail::require(static_cast<index>(layout.size()) == heads * blocks * blocks, api, ": block_layout has ",
                     layout.size(), " flags but heads * blocks * blocks = ", heads, " * ", blocks, " * ", blocks, " = ",
                     heads * blocks * blocks);
@@ -204,9 +209,7 @@ struct block_layout_csr_view {
   }
   /// The checks that do not depend on a call: offsets and columns are well formed. O(heads * nb + nnz).
   void check_lists(const char* api) const {
-    detail::require(block > 0, api, ": block_layout_csr block size must be positive, got ", block);
-    detail::require(heads >= 1, api, ": block_layout_csr heads must be positive, got ", heads);
-    detail::require(blocks >= 0, api, ": block_layout_csr block count must be >= 0, got ", blocks);
+    detail::check_layout_sizes(api, "block_layout_csr", block, heads, blocks);
     const index rows = heads * blocks;
     detail::require(static_cast<index>(row_offsets.size()) == rows + 1, api, ": block_layout_csr has ",
                     row_offsets.size(), " row offsets but heads * blocks + 1 = ", rows + 1);

@@ -110,7 +110,8 @@ struct synthesizer_random {
 
   template <class U>
   void apply(const logit_tile<U>& t, const problem_shape& p) const noexcept {
-    const T* base = data + (heads == 1 ? 0 : p.head) * head_stride + (query_offset + t.q_begin) * row_stride + t.k_begin;
+    const T* base =
+        data + (heads == 1 ? 0 : p.head) * head_stride + (query_offset + t.q_begin) * row_stride + t.k_begin;
     // Query-major: each query reads its table row contiguously; the writes stride through the tile, which
     // sits in L1. (Key-major reads would stride by a whole table row per element: 2x slower at max_len 4096.)
     for (index i = 0; i < t.queries; ++i) {
@@ -222,9 +223,9 @@ struct synthesizer_dense {
   /// of 1), from row-major matrices and vectors (not copied).
   template <class DX, class DW1, class DB1, class DW2, class DB2>
   static synthesizer_dense shared(const DX& x, const DW1& w1, const DB1& b1, const DW2& w2, const DB2& b2) {
-    static_assert(static_cast<int>(DX::IsRowMajor) && static_cast<int>(DW1::IsRowMajor) &&
-                      static_cast<int>(DW2::IsRowMajor),
-                  "salt::synthesizer_dense::shared needs row-major x, W1 and W2.");
+    static_assert(
+        static_cast<int>(DX::IsRowMajor) && static_cast<int>(DW1::IsRowMajor) && static_cast<int>(DW2::IsRowMajor),
+        "salt::synthesizer_dense::shared needs row-major x, W1 and W2.");
     constexpr const char* api = "salt::synthesizer_dense::shared";
     detail::require(w1.outerStride() == w1.cols() && w2.outerStride() == w2.cols(), api,
                     ": W1 and W2 must be contiguous");
@@ -245,8 +246,8 @@ struct synthesizer_dense {
   void apply(const logit_tile<U>& t, const problem_shape& p) const noexcept {
     constexpr index QC = detail::synthesizer_query_chunk, HC = detail::synthesizer_inner_chunk;
     const index h = heads == 1 ? 0 : p.head;
-    const T* W1 = w1 + h * hidden * d_model;  // (hidden, d_model)
-    const T* B1 = b1 + h * hidden;            // (hidden)
+    const T* W1 = w1 + h * hidden * d_model;                       // (hidden, d_model)
+    const T* B1 = b1 + h * hidden;                                 // (hidden)
     const T* W2 = w2 + h * max_len * hidden + t.k_begin * hidden;  // (keys, hidden), from the tile's first key
     const T* B2 = b2 + h * max_len + t.k_begin;                    // (keys)
     const head_view<const T> X = x.head(p.batch, x.heads == 1 ? 0 : p.head);  // (Lq, d_model)
@@ -282,8 +283,8 @@ struct synthesizer_dense {
           }
         }
         // tile (keys, queries) += W2[keys, c0 : c0 + nc] * ht
-        detail::synthesizer_gemm_acc(t.data + i0, t.stride, W2 + c0, hidden, static_cast<const U*>(ht), QC, t.keys,
-                                     nq, nc);
+        detail::synthesizer_gemm_acc(t.data + i0, t.stride, W2 + c0, hidden, static_cast<const U*>(ht), QC, t.keys, nq,
+                                     nc);
       }
     }
     for (index j = 0; j < t.keys; ++j) {
@@ -301,8 +302,8 @@ struct synthesizer_dense {
                         x.features == d_model,
                     api, ": synthesizer_dense x is (", x.batch, ", ", x.heads, ", ", x.tokens, ", ", x.features,
                     ") but must be (", dims.batch, ", ",
-                    dims.q_heads == 1 ? std::string("1") : "1 or " + std::to_string(dims.q_heads), ", ", dims.lq,
-                    ", ", d_model, ")");
+                    dims.q_heads == 1 ? std::string("1") : "1 or " + std::to_string(dims.q_heads), ", ", dims.lq, ", ",
+                    d_model, ")");
     detail::require(x.data != nullptr || x.tokens * x.features == 0, api, ": synthesizer_dense x is null");
     detail::check_synthesizer_positions(api, "synthesizer_dense",
                                         "synthesizer_dense W2 makes " + std::to_string(max_len) + " logits per query",
