@@ -14,6 +14,7 @@
 
 #include "common/alloc_counter.hpp"
 #include "common/fma_peak.hpp"
+#include "common/parameter_setups.hpp"
 #include "common/problem.hpp"
 #include "common/sparse_setups.hpp"
 
@@ -38,33 +39,45 @@ flop_rule visited_pairs_flops(Mask mask) {
   };
 }
 
-/// Runs `mask` on (batch, heads, L, d) with `threads` threads and reports the counters.
-template <class Mask>
-void run_attention(benchmark::State& state, const Mask& mask, const flop_rule& flops, index heads = 1, index d = 64) {
-  const index L = state.range(0);
-  const int threads = static_cast<int>(state.range(1));
-  salt::bench::attention_inputs in(1, heads, heads, L, L, d);
-  const salt::run_options opts{.threads = threads};
-  salt::attention(in.qv(), in.kv(), in.vv(), in.ov(), mask, salt::dot_product{}, opts);  // warm up
+/// Times `call(in)` on (batch, heads, L, d) inputs and reports the counters: GFLOP/s from `flops`, its
+/// fraction of the in-run peak, time per pair when `pairs` > 0, and the bytes the calls allocate.
+template <class Call>
+void time_calls(benchmark::State& state, salt::bench::attention_inputs& in, const Call& call, double flops,
+                double pairs, int threads) {
+  call(in);  // warm up
   salt::bench::reset_alloc_stats();
   double seconds = 0;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
-    salt::attention(in.qv(), in.kv(), in.vv(), in.ov(), mask, salt::dot_product{}, opts);
+    call(in);
     benchmark::DoNotOptimize(in.out.data());
     benchmark::ClobberMemory();
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   const auto alloc = salt::bench::read_alloc_stats();
   const double per_call = seconds / static_cast<double>(state.iterations());
-  const double gflops = flops(in) / per_call * 1e-9;
-  const auto pairs = salt::plan_work<float>(mask, in.dims()).visited_pairs;
-  state.SetComplexityN(L);
+  const double gflops = flops / per_call * 1e-9;
+  state.SetComplexityN(in.lq);
   state.counters["GFLOP/s"] = gflops;
   state.counters["peak_frac"] = gflops / (fma_peak_gflops * threads);
-  state.counters["ns/pair"] = per_call / static_cast<double>(pairs) * 1e9;
+  if (pairs > 0) state.counters["ns/pair"] = per_call / pairs * 1e9;
   state.counters["alloc_B/call"] = static_cast<double>(alloc.bytes) / static_cast<double>(state.iterations());
   state.counters["peak_alloc_B"] = static_cast<double>(alloc.peak_live);
+}
+
+/// Runs `mask` on (batch, heads, L, d) with `threads` threads and reports the counters.
+template <class Mask, class Score = salt::dot_product>
+void run_attention(benchmark::State& state, const Mask& mask, const flop_rule& flops, index heads = 1, index d = 64,
+                   const Score& score = {}) {
+  const index L = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  salt::bench::attention_inputs in(1, heads, heads, L, L, d);
+  const salt::run_options opts{.threads = threads};
+  const auto pairs = static_cast<double>(salt::plan_work<float>(mask, in.dims()).visited_pairs);
+  time_calls(
+      state, in,
+      [&](salt::bench::attention_inputs& x) { salt::attention(x.qv(), x.kv(), x.vv(), x.ov(), mask, score, opts); },
+      flops(in), pairs, threads);
 }
 
 /// Lengths from..to (doubling), with a complexity fit: `growth` names the expected order (its RMS says how
@@ -118,6 +131,33 @@ void BM_segments(benchmark::State& s) { run_sparse(s, salt::bench::segments_mask
 void BM_strided_causal(benchmark::State& s) { run_sparse(s, salt::bench::strided_causal); }
 void BM_fixed_causal(benchmark::State& s) { run_sparse(s, salt::bench::fixed_causal); }
 
+/// Linformer, k = 256 projected keys (shared by keys and values): O(L k d), so linear in L at fixed k.
+void BM_linformer(benchmark::State& state) {
+  const index L = state.range(0), k = salt::bench::linformer_k;
+  salt::bench::attention_inputs in(1, 1, 1, L, L, 64);
+  const auto& proj = salt::bench::linformer_for(L, k);
+  const double flops = 2.0 * static_cast<double>(k * L * 2 * in.d) + 4.0 * static_cast<double>(L * k * in.d);
+  time_calls(
+      state, in, [&](salt::bench::attention_inputs& x) { salt::linformer_attention(x.qv(), x.kv(), x.vv(), x.ov(), proj, salt::no_mask{}, {}, {.threads = 1});
+      },
+      flops, 0, 1);
+}
+
+/// Synthesizer Random (an L x L learned table, sliced per tile) and factorized Random (rank 8, R1 R2^T per
+/// tile): O(L^2) time, and no L x L buffer (peak_alloc_B stays at the engine's per-thread workspace).
+void BM_synthesizer_random(benchmark::State& state) {
+  const auto score = salt::synthesizer_random<float>::shared(salt::bench::synthesizer_table_for(state.range(0)));
+  run_attention(state, salt::no_mask{}, [](const auto& in) { return dense_flops(in) / 2; }, 1, 64, score);
+}
+void BM_synthesizer_factorized(benchmark::State& state) {
+  const auto& f = salt::bench::synthesizer_factors_for(state.range(0));
+  const auto score = salt::synthesizer_factorized<float>::shared(f.r1, f.r2);
+  const auto flops = [](const auto& in) {
+    return dense_flops(in) / 2 + 2.0 * static_cast<double>(salt::bench::synthesizer_rank * in.lq * in.lk);
+  };
+  run_attention(state, salt::no_mask{}, flops, 1, 64, score);
+}
+
 /// Two threads against one on 8 heads, timed alternately inside one benchmark so that the ratio
 /// compares like with like on a shared machine.
 void BM_thread_scaling(benchmark::State& state) {
@@ -167,6 +207,9 @@ BENCHMARK(BM_block_layout)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144
 BENCHMARK(BM_segments)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1, benchmark::oN); });
 BENCHMARK(BM_strided_causal)->Apply([](auto* b) { sequence_lengths(b, 1024, 32768, 1); });
 BENCHMARK(BM_fixed_causal)->Apply([](auto* b) { sequence_lengths(b, 1024, 32768, 1); });
+BENCHMARK(BM_linformer)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1, benchmark::oN); });
+BENCHMARK(BM_synthesizer_random)->Apply([](auto* b) { sequence_lengths(b, 512, 8192, 1, benchmark::oNSquared); });
+BENCHMARK(BM_synthesizer_factorized)->Apply([](auto* b) { sequence_lengths(b, 512, 16384, 1, benchmark::oNSquared); });
 BENCHMARK(BM_thread_scaling)->Arg(4096)->Unit(benchmark::kMillisecond)->Iterations(5);
 BENCHMARK(BM_peer_shapes)
     ->ArgsProduct({{4096}, {1, 16}, {1, 8}, {0, 1}})

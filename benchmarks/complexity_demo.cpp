@@ -20,6 +20,7 @@
 #include "common/alloc_counter.hpp"
 #include "common/fma_peak.hpp"
 #include "common/problem.hpp"
+#include "common/parameter_setups.hpp"
 #include "common/sparse_setups.hpp"
 
 namespace {
@@ -29,28 +30,71 @@ using salt::bench::attention_inputs;
 
 constexpr index d = 64;
 
-/// One kernel of the demo: how to run it at length L, how many FLOPs it must do, up to which L.
+/// A kernel made ready for one length: its mask and parameters built, so that calls time only the kernel.
+using runner = std::function<void(attention_inputs&)>;
+
+/// One kernel of the demo: how to prepare it at length L, how many FLOPs a call does, up to which L, and
+/// whether it approximates exact attention (then the table shows its error against it).
 struct kernel_entry {
   std::string name;
   index max_length;
-  std::function<void(attention_inputs&)> run;
+  std::function<runner(index L)> prepare;
   std::function<double(const attention_inputs&)> flops;
-  std::function<double(attention_inputs&)> error;  // empty for exact kernels
+  /// "exact" (the kernel computes its definition exactly; for masks, exact attention over the pairs they
+  /// allow), "approximate" (then the error against exact attention is measured up to L = 4096) or another
+  /// word for kernels whose definition is not an approximation of exact attention.
+  std::string fidelity = "exact";
 };
+
+/// FLOPs of exact attention over `pairs` (query, key) pairs: 2 d for the logit, 2 dv for the output.
+double pair_flops(double pairs) { return 4.0 * pairs * static_cast<double>(d); }
 
 /// An exact kernel: the engine with the mask `make_mask(L)`, FLOPs from the pairs its plan visits.
 template <class MakeMask>
 kernel_entry exact_kernel(std::string name, index max_length, MakeMask make_mask, double flop_share = 0) {
   return {std::move(name), max_length,
-          [make_mask](attention_inputs& in) {
-            salt::attention(in.qv(), in.kv(), in.vv(), in.ov(), make_mask(in.lk));
+          [make_mask](index L) -> runner {
+            return [mask = make_mask(L)](attention_inputs& in) {
+              salt::attention(in.qv(), in.kv(), in.vv(), in.ov(), mask);
+            };
           },
           [make_mask, flop_share](const attention_inputs& in) {
             // Dense and causal count 4 Lq Lk d (halved for causal), as is usual; others the visited pairs.
-            if (flop_share > 0) return flop_share * 4.0 * static_cast<double>(in.lq * in.lk * d);
-            return 4.0 * static_cast<double>(salt::plan_work<float>(make_mask(in.lk), in.dims()).visited_pairs * d);
+            const double lq = static_cast<double>(in.lq), lk = static_cast<double>(in.lk);
+            if (flop_share > 0) return flop_share * pair_flops(lq * lk);
+            return pair_flops(static_cast<double>(salt::plan_work<float>(make_mask(in.lk), in.dims()).visited_pairs));
+          }};
+}
+
+/// Linformer with k projected keys: 2 k L (d + dv) to project, 4 Lq k d to attend.
+kernel_entry linformer_kernel(index k, index max_length) {
+  return {"linformer k=" + std::to_string(k), max_length,
+          [k](index L) -> runner {
+            return [&proj = salt::bench::linformer_for(L, k)](attention_inputs& in) {
+              salt::linformer_attention(in.qv(), in.kv(), in.vv(), in.ov(), proj);
+            };
           },
-          {}};
+          [k](const attention_inputs& in) {
+            const double kp = static_cast<double>(k);
+            return 2.0 * kp * static_cast<double>(in.lk) * 2 * d + pair_flops(static_cast<double>(in.lq) * kp);
+          },
+          "approximate"};
+}
+
+/// A Synthesizer score policy on the engine, dense mask: `logit_flops` per pair for its logits, 2 dv for
+/// the output.
+template <class MakeScore>
+kernel_entry synthesizer_kernel(std::string name, index max_length, MakeScore make_score, double logit_flops) {
+  return {std::move(name), max_length,
+          [make_score](index L) -> runner {
+            return [make_score, L](attention_inputs& in) {
+              salt::attention(in.qv(), in.kv(), in.vv(), in.ov(), salt::no_mask{}, make_score(L, in));
+            };
+          },
+          [logit_flops](const attention_inputs& in) {
+            return (logit_flops + 2.0 * d) * static_cast<double>(in.lq) * static_cast<double>(in.lk);
+          },
+          "own logits"};  // learned logits: a model of its own, not an approximation of dot-product attention
 }
 
 std::vector<kernel_entry> all_kernels() {
@@ -65,7 +109,60 @@ std::vector<kernel_entry> all_kernels() {
   k.push_back(exact_kernel("segments 2048", 262144, sb::segments_mask));
   k.push_back(exact_kernel("strided 128 & causal", 32768, sb::strided_causal));
   k.push_back(exact_kernel("fixed 128/8 & causal", 32768, sb::fixed_causal));
+  k.push_back(linformer_kernel(sb::linformer_k, 262144));
+  k.push_back(synthesizer_kernel(
+      "synth. random", 8192,
+      [](index L, const attention_inputs&) { return salt::synthesizer_random<float>::shared(sb::synthesizer_table_for(L)); },
+      1.0));
+  k.push_back(synthesizer_kernel(
+      "synth. factorized k=8", 16384,
+      [](index L, const attention_inputs&) {
+        const auto& f = sb::synthesizer_factors_for(L);
+        return salt::synthesizer_factorized<float>::shared(f.r1, f.r2);
+      },
+      2.0 * sb::synthesizer_rank));
+  k.push_back(synthesizer_kernel(
+      "synth. dense h=64", 8192,
+      [](index L, const attention_inputs& in) {
+        // The MLP's input is each query's own vector (d_model = d).
+        const auto& w = sb::synthesizer_mlp_for(L, d);
+        return salt::synthesizer_dense<float>{in.qv(), w.w1.data(), w.b1.data(), w.w2.data(), w.b2.data(),
+                                              1, d, sb::synthesizer_hidden, L};
+      },
+      2.0 * sb::synthesizer_hidden));
+  k.push_back(synthesizer_kernel(
+      "dot + synth. random", 8192,
+      [](index L, const attention_inputs&) {
+        return salt::dot_product{} + salt::synthesizer_random<float>::shared(sb::synthesizer_table_for(L));
+      },
+      2.0 * d + 1));
   return k;
+}
+
+/// One approximate kernel at one budget, for the table of errors against exact attention.
+struct fidelity_case {
+  std::string family, budget;
+  std::function<runner(index L)> prepare;
+};
+
+std::vector<fidelity_case> fidelity_cases() {
+  std::vector<fidelity_case> c;
+  for (index k : {64, 256, 1024}) c.push_back({"linformer", "k = " + std::to_string(k), linformer_kernel(k, 0).prepare});
+  // The same k with structured projections: row i of E = F averages the i-th run of L/k positions. Untrained
+  // random projections mix every position into every projected key and do not approximate softmax
+  // attention; how close Linformer comes depends on how well E and F fit the data (the paper learns them).
+  for (index k : {64, 256, 1024}) {
+    c.push_back({"linformer mean-pool", "k = " + std::to_string(k), [k](index L) -> runner {
+                   salt::row_matrix<float> e = salt::row_matrix<float>::Zero(k, L);
+                   for (index j = 0; j < L; ++j) e(j * k / L, j) = static_cast<float>(k) / static_cast<float>(L);
+                   auto proj = std::make_shared<salt::linformer_projections<float>>(
+                       salt::linformer_projections<float>::from_matrices(salt::linformer_sharing::shared_kv, {e}));
+                   return [proj](attention_inputs& in) {
+                     salt::linformer_attention(in.qv(), in.kv(), in.vv(), in.ov(), *proj);
+                   };
+                 }});
+  }
+  return c;
 }
 
 struct measurement {
@@ -73,21 +170,34 @@ struct measurement {
   double seconds, gflops, extra_bytes, error;
 };
 
+/// ||out - exact|| / ||exact|| (Frobenius) of one call of `run` on `in`, exact being dense attention.
+double relative_error(attention_inputs& in, const runner& run) {
+  run(in);
+  const salt::row_matrix<float> approx = Eigen::Map<const salt::row_matrix<float>>(in.out.data(), in.lq, d);
+  salt::attention(in.qv(), in.kv(), in.vv(), in.ov(), salt::no_mask{});
+  const Eigen::Map<const salt::row_matrix<float>> exact(in.out.data(), in.lq, d);
+  return static_cast<double>((approx - exact).norm() / exact.norm());
+}
+
+constexpr index error_max_length = 4096;  // errors need a dense run beside the kernel's
+
 /// Median of `reps` calls (after one warm-up call, which also measures the extra memory).
 measurement measure(const kernel_entry& kernel, index L, int reps) {
   attention_inputs in(1, 1, 1, L, L, d);
+  const runner run = kernel.prepare(L);
   salt::bench::reset_alloc_stats();
-  kernel.run(in);
+  run(in);
   const double extra = static_cast<double>(salt::bench::read_alloc_stats().peak_live);
   std::vector<double> t;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    kernel.run(in);
+    run(in);
     t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(t.begin(), t.end());
   const double median = t[t.size() / 2];
-  const double error = kernel.error ? kernel.error(in) : std::nan("");
+  const bool has_error = kernel.fidelity == "approximate" && L <= error_max_length;
+  const double error = has_error ? relative_error(in, run) : std::nan("");
   return {L, median, kernel.flops(in) / median * 1e-9, extra, error};
 }
 
@@ -130,7 +240,7 @@ int main(int argc, char** argv) {
 #endif
   std::printf("salt complexity demo: d = %td, batch 1, one head, float, %d thread(s); FMA peak %.0f GFLOP/s per core\n\n",
               d, threads, peak);
-  std::printf("%-22s %8s %12s %10s %8s %12s %10s\n", "kernel", "L", "time", "GFLOP/s", "of peak", "extra mem", "error");
+  std::printf("%-22s %8s %12s %10s %8s %12s %10s\n", "kernel", "L", "time", "GFLOP/s", "of peak", "extra mem", "rel. error");
 
   const auto start = std::chrono::steady_clock::now();
   std::ofstream csv(out_dir + "/complexity.csv");
@@ -147,12 +257,13 @@ int main(int argc, char** argv) {
       }
       const auto m = measure(kernel, L, L <= 4096 ? 5 : 3);
       ms.push_back(m);
-      char err[32] = "exact";
+      char err[32];
+      std::snprintf(err, sizeof err, "%s", kernel.fidelity == "approximate" ? "-" : kernel.fidelity.c_str());
       if (!std::isnan(m.error)) std::snprintf(err, sizeof err, "%.2e", m.error);
       std::printf("%-22s %8td %10.3f ms %10.1f %7.0f%% %12s %10s\n", kernel.name.c_str(), L, m.seconds * 1e3, m.gflops,
                   100 * m.gflops / (peak * threads), human_bytes(m.extra_bytes).c_str(), err);
       csv << kernel.name << ',' << L << ',' << m.seconds << ',' << m.gflops << ',' << m.extra_bytes << ','
-          << (std::isnan(m.error) ? 0.0 : m.error) << '\n';
+          << (std::isnan(m.error) ? std::string() : std::to_string(m.error)) << '\n';
       std::fflush(stdout);
     }
     exponents.emplace_back(kernel.name, growth_exponent(ms));
@@ -161,6 +272,13 @@ int main(int argc, char** argv) {
 
   std::printf("\nfitted growth exponent (time ~ L^k, L >= 2048):\n");
   for (const auto& [name, k] : exponents) std::printf("  %-22s k = %.2f\n", name.c_str(), k);
+
+  std::printf("\nerror against exact attention as the budget grows (L = %td, ||out - exact|| / ||exact||):\n",
+              error_max_length);
+  for (const auto& c : fidelity_cases()) {
+    attention_inputs in(1, 1, 1, error_max_length, error_max_length, d);
+    std::printf("  %-22s %-12s %.3e\n", c.family.c_str(), c.budget.c_str(), relative_error(in, c.prepare(error_max_length)));
+  }
 
   // The plot: one line per kernel, log-log.
   const std::string script = out_dir + "/complexity.gp";
