@@ -47,3 +47,28 @@ TEMPLATE_TEST_CASE("pexp2 is accurate to a few ulp on [-126, 0] and exact at the
   CHECK(std::isnan(y[y.size() - 2]));
   CHECK(y[y.size() - 1] == T(0));
 }
+
+TEMPLATE_TEST_CASE("all_finite finds one non-finite element wherever it lies", "[simd]", float, double) {
+  using T = TestType;
+  using salt::index;
+  // Widths around the packet size and a row stride wider than the block, so the vector body, the scalar
+  // tail and the gap between rows (never read) are all exercised.
+  for (const index cols : {index{1}, index{7}, index{16}, index{33}, index{64}}) {
+    const index rows = 5, stride = cols + 3;
+    std::vector<T> block(static_cast<std::size_t>(rows * stride), T(1e30));
+    for (index r = 0; r < rows; ++r)
+      for (index c = cols; c < stride; ++c) block[static_cast<std::size_t>(r * stride + c)] = std::nan("");
+    CHECK(salt::detail::all_finite(block.data(), rows, cols, stride));
+    for (const T bad : {std::numeric_limits<T>::infinity(), -std::numeric_limits<T>::infinity(), T(std::nan(""))}) {
+      for (index r = 0; r < rows; ++r)
+        for (index c = 0; c < cols; ++c) {
+          T& x = block[static_cast<std::size_t>(r * stride + c)];
+          const T keep = x;
+          x = bad;
+          CAPTURE(cols, r, c, bad);
+          CHECK_FALSE(salt::detail::all_finite(block.data(), rows, cols, stride));
+          x = keep;
+        }
+    }
+  }
+}

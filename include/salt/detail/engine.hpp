@@ -120,9 +120,7 @@ void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, 
             for (index i = 0; i < nq; ++i) row[i] = allowed[i] ? row[i] : -std::numeric_limits<T>::infinity();
           }
           // p = 0 times a non-finite value would still be NaN: such blocks take the per-pair path below.
-          using block_map = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, 0,
-                                       Eigen::OuterStride<>>;
-          careful_pv = !block_map(V.row(k0), nk, dv, Eigen::OuterStride<>(V.row_stride)).allFinite();
+          careful_pv = !all_finite(V.row(k0), nk, dv, V.row_stride);
         }
       }
       softmax_tile<T>(st, nk, qp, ws.m.data(), ws.l.data(), ws.alpha.data());

@@ -6,6 +6,8 @@
 
 #include <Eigen/Core>
 
+#include "../config.hpp"
+
 #include <cstddef>
 #include <type_traits>
 
@@ -106,6 +108,26 @@ EIGEN_STRONG_INLINE packet<T> pexp2(packet<T> x) {
 #else
   return ei::pldexp(p, n);
 #endif
+}
+
+/// Whether every element of a (rows, cols) block with row stride `stride` is finite. x * 0 is 0 for finite x
+/// and NaN for +-inf and NaN, so sums of such products answer for the whole block, a packet at a time
+/// (Eigen's allFinite() is a scalar loop: it cost more than the masking of the blocks it guards).
+template <class T>
+bool all_finite(const T* data, index rows, index cols, index stride) noexcept {
+  using P = packet<T>;
+  constexpr int W = lanes<T>;
+  const P zero = ei::pset1<P>(T(0));
+  P acc[4] = {zero, zero, zero, zero};  // independent chains: the adds' latency is hidden
+  T tail = 0;
+  for (index r = 0; r < rows; ++r) {
+    const T* row = data + r * stride;
+    index c = 0;
+    for (; c + W <= cols; c += W) acc[(c / W) & 3] = ei::padd(acc[(c / W) & 3], ei::pmul(ei::ploadu<P>(row + c), zero));
+    for (; c < cols; ++c) tail += row[c] * T(0);
+  }
+  const T sum = ei::predux(ei::padd(ei::padd(acc[0], acc[1]), ei::padd(acc[2], acc[3]))) + tail;
+  return sum == sum;  // false only for NaN
 }
 
 /// Keeps a packet in a register: stops the compiler from re-reading it from memory as an operand of
