@@ -42,15 +42,22 @@ std::string plan_violation(const Mask& mask, index lq, index lk, index query_til
       for (index b = run.first; b < run.last; ++b) kind[static_cast<std::size_t>(b)] = run.full ? 2 : 1;
     }
     // The column form agrees with the per-pair test, for every key and this tile's queries.
-    std::vector<std::uint8_t> column(static_cast<std::size_t>(q1 - q0));
     for (index k = 0; k < lk; ++k) {
-      detail::allowed_queries(mask, k, q0, q1 - q0, bq.shape, column.data());
-      for (index q = q0; q < q1; ++q)
-        if ((column[static_cast<std::size_t>(q - q0)] != 0) != mask.allows(q, k, bq.shape)) {
+      query_bits column = 0;
+      for (index q = q0; q < q1; ++q) {
+        const index i = (q - q0) % query_bits_width;
+        if (i == 0) {
+          const index count = std::min(query_bits_width, q1 - q);
+          column = detail::allowed_queries(mask, k, q, count, bq.shape);
+          if ((column & ~detail::bit_range(0, count)) != 0)
+            return where.str() + "allowed_queries sets bits past its count for key " + std::to_string(k);
+        }
+        if (((column >> i) & 1) != query_bits{mask.allows(q, k, bq.shape)}) {
           std::ostringstream pair;
           pair << "allowed_queries and allows disagree on query " << q << ", key " << k;
           return where.str() + pair.str();
         }
+      }
     }
     for (index b = 0; b < bq.key_blocks(); ++b) {
       index allowed = 0, pairs = 0;

@@ -111,14 +111,11 @@ void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, 
       if constexpr (!Mask::is_always_full()) {
         if (!run.full) {
           // The diagonal (or another mask edge) cuts this block: masked pairs get -inf, hence p = 0. The mask
-          // answers for a key and the tile's queries at once where it can (column_mask), and the select
-          // below runs along the contiguous query axis: partial blocks cost little more than full ones.
-          std::uint8_t allowed[S];
-          for (index j = 0; j < nk; ++j) {
-            allowed_queries(pb.mask, k0 + j, q0, nq, where, allowed);
-            T* row = st + j * S;
-            for (index i = 0; i < nq; ++i) row[i] = allowed[i] ? row[i] : -std::numeric_limits<T>::infinity();
-          }
+          // answers for a key and the tile's queries at once, as bits (column_mask), and the select runs a
+          // packet at a time along the contiguous query axis: partial blocks cost little more than full ones.
+          // The tile's padding queries (past nq) are left as they are; they are never written out.
+          const query_bits padding = ~bit_range(0, nq);
+          for (index j = 0; j < nk; ++j) mask_logits<T>(st + j * S, allowed_queries(pb.mask, k0 + j, q0, nq, where) | padding, qp);
           // p = 0 times a non-finite value would still be NaN: such blocks take the per-pair path below.
           careful_pv = !all_finite(V.row(k0), nk, dv, V.row_stride);
         }

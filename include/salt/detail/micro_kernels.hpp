@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 #include "../config.hpp"
@@ -67,6 +68,11 @@ void dot_tile_packets(const T* qt, index qt_stride, const T* k, index k_stride, 
   constexpr int KR = tile_shape<T>::KR;
   index j = 0;
   for (; j + KR <= nk; j += KR) dot_step<T, KR, QP>(qt, qt_stride, k + j * k_stride, k_stride, d, st + j * st_stride, st_stride);
+  // The rest (64 = 10 x 6 + 4 keys with AVX-512) in steps of 2 where possible: one key at a time leaves the
+  // FMA units waiting on a single chain per query packet. Each logit is summed in the same order whatever
+  // the step, so results do not depend on it.
+  if constexpr (KR > 2)
+    for (; j + 2 <= nk; j += 2) dot_step<T, 2, QP>(qt, qt_stride, k + j * k_stride, k_stride, d, st + j * st_stride, st_stride);
   for (; j < nk; ++j) dot_step<T, 1, QP>(qt, qt_stride, k + j * k_stride, k_stride, d, st + j * st_stride, st_stride);
 }
 
@@ -83,6 +89,29 @@ void dot_tile(const T* qt, const T* k, index k_stride, index nk, index d, int qp
       if constexpr (tile_shape<T>::QP >= 4) dot_tile_packets<T, tile_shape<T>::QP>(qt, S, k, k_stride, nk, d, st, S);
       break;
   }
+}
+
+/// Sets the logits of one key row (qp query packets) to -inf where `allowed` has a 0 bit (bit i: query i).
+template <class T>
+EIGEN_STRONG_INLINE void mask_logits(T* row, std::uint64_t allowed, int qp) noexcept {
+  constexpr int N = lanes<T>;
+#if defined(__AVX512F__)
+  for (int p = 0; p < qp; ++p) {
+    const auto bits = allowed >> (p * N);
+    if constexpr (std::is_same_v<T, float>) {
+      const __m512 x = _mm512_maskz_loadu_ps(__mmask16(0xFFFF), row + p * N);
+      _mm512_storeu_ps(row + p * N, _mm512_mask_mov_ps(_mm512_set1_ps(-std::numeric_limits<float>::infinity()),
+                                                      __mmask16(bits & 0xFFFF), x));
+    } else {
+      const __m512d x = _mm512_maskz_loadu_pd(__mmask8(0xFF), row + p * N);
+      _mm512_storeu_pd(row + p * N, _mm512_mask_mov_pd(_mm512_set1_pd(-std::numeric_limits<double>::infinity()),
+                                                      __mmask8(bits & 0xFF), x));
+    }
+  }
+#else
+  for (int i = 0; i < qp * N; ++i)
+    if (!((allowed >> i) & 1)) row[i] = -std::numeric_limits<T>::infinity();
+#endif
 }
 
 /// Online-softmax update of one tile of logits st (nk keys x qp query packets), in place:

@@ -29,8 +29,8 @@ struct causal {
   bool allows(index q, index k, const problem_shape& s) const noexcept { return k <= last_key(q, s); }
   static constexpr bool is_always_full() { return false; }
   /// Key k is seen by the queries whose last key is k or later: q >= k - (last_key(0) - 0).
-  void allowed_queries(index k, index q_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
-    detail::allow_interval(q_begin, count, k - last_key(0, s), q_begin + count, allowed);
+  query_bits allowed_queries(index k, index q_begin, index count, const problem_shape& s) const noexcept {
+    return detail::allow_interval(q_begin, count, k - last_key(0, s), q_begin + count);
   }
 
   void plan(const block_query& bq, block_plan& out) const noexcept {

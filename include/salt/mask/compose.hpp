@@ -48,11 +48,13 @@ namespace detail {
 /// How `|` combines two masks: a pair is allowed when either part allows it.
 struct either {
   static constexpr bool pair(bool x, bool y) noexcept { return x || y; }
+  static constexpr query_bits bits(query_bits x, query_bits y) noexcept { return x | y; }
   static constexpr block_kind block(block_kind x, block_kind y) noexcept { return std::max(x, y); }
 };
 /// How `&` combines two masks: a pair is allowed when both parts allow it.
 struct both {
   static constexpr bool pair(bool x, bool y) noexcept { return x && y; }
+  static constexpr query_bits bits(query_bits x, query_bits y) noexcept { return x & y; }
   static constexpr block_kind block(block_kind x, block_kind y) noexcept { return std::min(x, y); }
 };
 
@@ -70,14 +72,8 @@ struct combined_mask {
   }
   static constexpr bool is_always_full() { return Combine::pair(A::is_always_full(), B::is_always_full()); }
 
-  void allowed_queries(index k, index q_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
-    std::uint8_t other[detail::column_chunk];
-    for (index i0 = 0; i0 < count; i0 += detail::column_chunk) {
-      const index n = std::min(detail::column_chunk, count - i0);
-      detail::allowed_queries(a, k, q_begin + i0, n, s, allowed + i0);
-      detail::allowed_queries(b, k, q_begin + i0, n, s, other);
-      for (index i = 0; i < n; ++i) allowed[i0 + i] = Combine::pair(allowed[i0 + i] != 0, other[i] != 0);
-    }
+  query_bits allowed_queries(index k, index q_begin, index count, const problem_shape& s) const noexcept {
+    return Combine::bits(detail::allowed_queries(a, k, q_begin, count, s), detail::allowed_queries(b, k, q_begin, count, s));
   }
 
   void plan(const block_query& bq, block_plan& out) const noexcept {

@@ -128,34 +128,46 @@ concept planned_mask = mask_policy<M> && requires(const M& m, const block_query&
   { m.plan(bq, out) } noexcept;
 };
 
-/// A mask that answers for one key and a run of queries at once (much faster than a call of `allows` per
-/// pair): `allowed[i] = allows(q_begin + i, k)` for i < count. The engine masks partial blocks with it,
-/// one key row of its key-major logit tile at a time, so the masking itself vectorises.
+/// Which of up to 64 consecutive queries may see a key: bit i stands for query q_begin + i.
+using query_bits = std::uint64_t;
+/// The most queries one query_bits answers for (the engine's query tiles are at most this long).
+inline constexpr index query_bits_width = 64;
+
+/// A mask that answers for one key and a run of up to 64 queries at once (much faster than a call of
+/// `allows` per pair): bit i of `allowed_queries(k, q_begin, count, s)` is `allows(q_begin + i, k, s)`, for
+/// i < count <= 64, and the bits from count up are 0. Interval-shaped masks answer with a few shifts, and
+/// compositions with one `|` or `&`; the engine then masks a key row of its key-major logit tile with
+/// the bits, a packet at a time.
 template <class M>
-concept column_mask = mask_policy<M> &&
-    requires(const M& m, index k, index q, index count, const problem_shape& s, std::uint8_t* allowed) {
-  { m.allowed_queries(k, q, count, s, allowed) } noexcept;
+concept column_mask = mask_policy<M> && requires(const M& m, index k, index q, index count, const problem_shape& s) {
+  { m.allowed_queries(k, q, count, s) } noexcept -> std::same_as<query_bits>;
 };
 
 namespace detail {
 
-/// Queries per call of a composite's `allowed_queries` (their scratch lives on the stack).
-inline constexpr index column_chunk = 64;
+/// Bits [lo, hi) of a query_bits set, for 0 <= lo and hi <= 64 (empty when lo >= hi).
+constexpr query_bits bit_range(index lo, index hi) noexcept {
+  if (lo >= hi) return 0;
+  const query_bits ones = hi - lo >= query_bits_width ? ~query_bits{0} : (query_bits{1} << (hi - lo)) - 1;
+  return ones << lo;
+}
 
-/// allowed[i] = mask.allows(q_begin + i, k) for i < count, through `allowed_queries` where the mask has it.
+/// The queries of one key, through `allowed_queries` where the mask has it, else `allows` per query.
 template <mask_policy M>
-void allowed_queries(const M& mask, index k, index q_begin, index count, const problem_shape& s,
-                     std::uint8_t* allowed) noexcept {
+query_bits allowed_queries(const M& mask, index k, index q_begin, index count, const problem_shape& s) noexcept {
+  SALT_ASSERT(count >= 0 && count <= query_bits_width && "allowed_queries answers for at most 64 queries");
   if constexpr (column_mask<M>) {
-    mask.allowed_queries(k, q_begin, count, s, allowed);
+    return mask.allowed_queries(k, q_begin, count, s);
   } else {
-    for (index i = 0; i < count; ++i) allowed[i] = mask.allows(q_begin + i, k, s);
+    query_bits bits = 0;
+    for (index i = 0; i < count; ++i) bits |= query_bits{mask.allows(q_begin + i, k, s)} << i;
+    return bits;
   }
 }
 
-/// Fills allowed[i] with whether position begin + i lies in [first, last].
-inline void allow_interval(index begin, index count, index first, index last, std::uint8_t* allowed) noexcept {
-  for (index i = 0; i < count; ++i) allowed[i] = begin + i >= first && begin + i <= last;
+/// Bit i set when position begin + i lies in [first, last], for i < count <= 64.
+constexpr query_bits allow_interval(index begin, index count, index first, index last) noexcept {
+  return bit_range(std::max<index>(first - begin, 0), std::min<index>(last - begin + 1, count));
 }
 
 /// How many plan lists a mask needs while planning (1 for leaves; composites add their parts').

@@ -31,13 +31,13 @@ struct global_tokens {
   bool allows(index q, index k, const problem_shape&) const noexcept { return is_global(k) || is_global(q); }
   static constexpr bool is_always_full() { return false; }
   /// One binary search for the key and one for the run of queries, instead of two per pair.
-  void allowed_queries(index k, index q_begin, index count, const problem_shape&, std::uint8_t* allowed) const noexcept {
-    const std::uint8_t all = is_global(k);
-    for (index i = 0; i < count; ++i) allowed[i] = all;
-    if (all) return;
+  query_bits allowed_queries(index k, index q_begin, index count, const problem_shape&) const noexcept {
+    if (is_global(k)) return detail::bit_range(0, count);
+    query_bits bits = 0;
     const index* last = indices.data() + indices.size();
     for (const index* it = std::lower_bound(indices.data(), last, q_begin); it != last && *it < q_begin + count; ++it)
-      allowed[*it - q_begin] = 1;
+      bits |= query_bits{1} << (*it - q_begin);
+    return bits;
   }
 
   void plan(const block_query& bq, block_plan& out) const noexcept {

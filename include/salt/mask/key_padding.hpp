@@ -18,9 +18,8 @@ struct key_padding {
 
   bool allows(index, index k, const problem_shape& s) const noexcept { return k < lengths[s.batch]; }
   static constexpr bool is_always_full() { return false; }
-  void allowed_queries(index k, index, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
-    const std::uint8_t valid = k < lengths[s.batch];
-    for (index i = 0; i < count; ++i) allowed[i] = valid;
+  query_bits allowed_queries(index k, index, index count, const problem_shape& s) const noexcept {
+    return k < lengths[s.batch] ? detail::bit_range(0, count) : 0;
   }
 
   void plan(const block_query& bq, block_plan& out) const noexcept {

@@ -35,16 +35,17 @@ struct sliding_window {
   }
   static constexpr bool is_always_full() { return false; }
   /// Key k is seen by the queries at positions [k - right, k + left]; query q sits at position q + shift.
-  void allowed_queries(index k, index q_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
+  query_bits allowed_queries(index k, index q_begin, index count, const problem_shape& s) const noexcept {
     if (dilation == 1) {
       // Saturated at the ends of the query run, so that huge windows cannot overflow.
       const index shift = s.lk - s.lq, p_begin = q_begin + shift, p_end = p_begin + count;
       const index first = right >= k - p_begin ? p_begin : k - right;
       const index last = left >= p_end - k ? p_end : k + left;
-      detail::allow_interval(p_begin, count, first, last, allowed);
-    } else {
-      for (index i = 0; i < count; ++i) allowed[i] = allows(q_begin + i, k, s);
+      return detail::allow_interval(p_begin, count, first, last);
     }
+    query_bits bits = 0;
+    for (index i = 0; i < count; ++i) bits |= query_bits{allows(q_begin + i, k, s)} << i;
+    return bits;
   }
 
   void plan(const block_query& bq, block_plan& out) const noexcept {

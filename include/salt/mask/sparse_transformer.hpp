@@ -55,12 +55,14 @@ struct strided {
   }
   static constexpr bool is_always_full() { return false; }
   /// Key k is seen by positions within stride - 1 of it and by every position k + m * stride.
-  void allowed_queries(index k, index q_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
+  query_bits allowed_queries(index k, index q_begin, index count, const problem_shape& s) const noexcept {
     const index p_begin = q_begin + s.lk - s.lq, p_end = p_begin + count;
     const index band_first = stride > k - p_begin ? p_begin : k - stride + 1;
     const index band_last = stride > p_end - k ? p_end : k + stride - 1;
-    detail::allow_interval(p_begin, count, band_first, band_last, allowed);
-    for (index p = k + detail::ceil_div(p_begin - k, stride) * stride; p < p_end; p += stride) allowed[p - p_begin] = 1;
+    query_bits bits = detail::allow_interval(p_begin, count, band_first, band_last);
+    for (index p = k + detail::ceil_div(p_begin - k, stride) * stride; p < p_end; p += stride)
+      bits |= query_bits{1} << (p - p_begin);
+    return bits;
   }
 
   void plan(const block_query& bq, block_plan& out) const noexcept {
@@ -111,13 +113,10 @@ struct fixed {
   }
   static constexpr bool is_always_full() { return false; }
   /// A summary key is seen by every query; any other key by the positions of its own block.
-  void allowed_queries(index k, index q_begin, index count, const problem_shape& s, std::uint8_t* allowed) const noexcept {
-    const index p_begin = q_begin + s.lk - s.lq, own = k / block * block;
-    if (k % block >= block - summary) {
-      for (index i = 0; i < count; ++i) allowed[i] = 1;
-      return;
-    }
-    detail::allow_interval(p_begin, count, own, own + block - 1, allowed);
+  query_bits allowed_queries(index k, index q_begin, index count, const problem_shape& s) const noexcept {
+    if (k % block >= block - summary) return detail::bit_range(0, count);
+    const index own = k / block * block;
+    return detail::allow_interval(q_begin + s.lk - s.lq, count, own, own + block - 1);
   }
 
   void plan(const block_query& bq, block_plan& out) const noexcept {
