@@ -1,0 +1,197 @@
+// Google Benchmark suite of kernelized linear attention (include/salt/linear/): time against sequence
+// length with O(N) fits for the non-causal and chunked causal forms of every feature map, GFLOP/s and the
+// fraction of this core's FMA peak measured in the same run, the chunk-size sweep of the causal form,
+// streaming decode tokens/s, and the error against exact softmax attention as the number of features grows.
+//
+//   build/benchmarks/salt_linear_bench --benchmark_filter=causal_chunk
+//
+// FLOPs are 2 per multiply-add of the products each form does (counted as performed, not as needed):
+//   non-causal, per token:  2 d p (Q W^T) + 2 d p (K W^T) + 2 m dv (phi(K)^T V) + 2 m dv + 2 m (phi(Q) [S z])
+//   causal, per token:      the same, plus 2 C m (phi(Q_c) phi(K_c)^T) + 2 C dv (its product with V), both over
+//                           the full C x C square although only its lower triangle (C + 1)/2 per row is used
+// with p the rows of W (0 for maps without a projection), m the features and C the chunk. Exponentials
+// (m per query and per key with FAVOR+), the masking and the row sums are not counted: they are O(m + C)
+// per token against O(d m + C m) multiply-adds.
+#include <benchmark/benchmark.h>
+
+#include <salt/salt.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <string>
+
+#include "common/alloc_counter.hpp"
+#include "common/fma_peak.hpp"
+#include "common/problem.hpp"
+
+namespace {
+
+using salt::index;
+double fma_peak_gflops = 0;  // one core, measured in main() before any benchmark
+
+constexpr index d = 64;
+
+/// FLOPs of one head of L tokens (see the top of the file).
+double linear_flops(index L, index m, index p, index chunk, bool causal) {
+  const double per_token = 4.0 * d * p + 4.0 * m * d + 2.0 * m + (causal ? 2.0 * chunk * (m + d) : 0.0);
+  return per_token * static_cast<double>(L);
+}
+
+enum class map_kind { favor_plus, favor_trig, relu, elu };
+
+const char* name_of(map_kind k) {
+  switch (k) {
+    case map_kind::favor_plus: return "favor_plus";
+    case map_kind::favor_trig: return "favor_trig";
+    case map_kind::relu: return "relu";
+    case map_kind::elu: return "elu_plus_one";
+  }
+  return "?";
+}
+
+/// Runs `f(map, m, p)` with the map of kind k: FAVOR+ with m = 256 orthogonal features, trig with 128
+/// (256 features), ReLU with 256 projected features, elu + 1 (d features).
+template <class F>
+void with_map(map_kind k, F&& f) {
+  const auto w = [](index m) { return salt::random_features<float>::orthogonal(m, d, 42); };
+  switch (k) {
+    case map_kind::favor_plus: return f(salt::favor_plus<float>(w(256)), index{256}, index{256});
+    case map_kind::favor_trig: return f(salt::favor_trig<float>(w(128)), index{256}, index{128});
+    case map_kind::relu: return f(salt::relu_features<float>(w(256)), index{256}, index{256});
+    case map_kind::elu: return f(salt::elu_plus_one{}, d, index{0});
+  }
+}
+
+/// One head of length L, one thread, non-causal or causal with the given chunk; reports the counters.
+template <class Map>
+void run_linear(benchmark::State& state, const Map& map, index m, index p, bool causal, index chunk) {
+  const index L = state.range(0);
+  salt::bench::attention_inputs in(1, 1, 1, L, L, d);
+  const salt::run_options opts{.threads = 1};
+  auto call = [&] {
+    if (causal) salt::detail::linear_attention_impl<float>(in.qv(), in.kv(), in.vv(), in.ov(), map, salt::causal{}, opts, chunk);
+    else salt::detail::linear_attention_impl<float>(in.qv(), in.kv(), in.vv(), in.ov(), map, salt::no_mask{}, opts, chunk);
+  };
+  call();  // warm up
+  salt::bench::reset_alloc_stats();
+  double seconds = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    call();
+    benchmark::DoNotOptimize(in.out.data());
+    benchmark::ClobberMemory();
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  const auto alloc = salt::bench::read_alloc_stats();
+  const double per_call = seconds / static_cast<double>(state.iterations());
+  const double gflops = linear_flops(L, m, p, chunk, causal) / per_call * 1e-9;
+  state.SetComplexityN(L);
+  state.counters["GFLOP/s"] = gflops;
+  state.counters["fraction_of_peak"] = gflops / fma_peak_gflops;
+  state.counters["ns/token"] = per_call / static_cast<double>(L) * 1e9;
+  state.counters["alloc_B/call"] = static_cast<double>(alloc.bytes) / static_cast<double>(state.iterations());
+}
+
+void BM_fma_peak(benchmark::State& state) {
+  for (auto _ : state) state.SetIterationTime(1.0);
+  state.counters["GFLOP/s"] = fma_peak_gflops;
+}
+
+/// Args: L, map kind, causal.
+void BM_linear(benchmark::State& state) {
+  const auto kind = static_cast<map_kind>(state.range(1));
+  const bool causal = state.range(2) != 0;
+  state.SetLabel(std::string(name_of(kind)) + (causal ? " causal" : " non-causal"));
+  with_map(kind, [&](const auto& map, index m, index p) {
+    run_linear(state, map, m, p, causal, salt::detail::linear_default_chunk);
+  });
+}
+
+/// The causal form at L = 65,536, d = 64, m = 256 (FAVOR+), one thread: chunk size sweep (arg 1).
+void BM_causal_chunk(benchmark::State& state) {
+  with_map(map_kind::favor_plus, [&](const auto& map, index m, index p) {
+    run_linear(state, map, m, p, true, state.range(1));
+  });
+  // The same speed counted with only the lower triangle of each chunk's C x C products as useful work.
+  const index C = state.range(1), m = 256;
+  const double useful = linear_flops(1, m, m, 0, false) + static_cast<double>(C + 1) * (m + d);
+  state.counters["useful_fraction_of_peak"] =
+      state.counters["fraction_of_peak"] * useful / linear_flops(1, m, m, C, true);
+}
+
+/// Streaming decode at d = 64, m = 64 (FAVOR+): append(k, v) then query(q) per token, one thread.
+void BM_streaming(benchmark::State& state) {
+  const index m = state.range(0), tokens = 65536;
+  salt::bench::attention_inputs in(1, 1, 1, tokens, tokens, d);
+  const salt::favor_plus<float> phi(salt::random_features<float>::orthogonal(m, d, 42));
+  salt::recurrent_state<float, salt::favor_plus<float>> st(phi, d, d);
+  salt::bench::reset_alloc_stats();
+  double seconds = 0;
+  for (auto _ : state) {
+    st.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (index t = 0; t < tokens; ++t) {
+      st.append(in.k.data() + t * d, in.v.data() + t * d);
+      st.query(in.q.data() + t * d, in.out.data() + t * d);
+    }
+    benchmark::DoNotOptimize(in.out.data());
+    benchmark::ClobberMemory();
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  const auto alloc = salt::bench::read_alloc_stats();
+  const double tok = static_cast<double>(tokens) * static_cast<double>(state.iterations());
+  state.counters["tokens/s"] = tok / seconds;
+  state.counters["GFLOP/s"] = 2.0 * (2.0 * m * d + 2.0 * m * d + m) * tok / seconds * 1e-9;
+  state.counters["alloc_B/token"] = static_cast<double>(alloc.bytes) / tok;
+}
+
+/// Error of FAVOR+ (orthogonal, chi norms, seed 42) against exact softmax attention (salt::attention,
+/// no_mask) on the same inputs, non-causal, at L = 4096, d = 64: the attention_inputs q, k uniform in
+/// [-1, 1) times scale = arg 1 / 4 (0.5, 1, 2: larger norms give peakier softmax rows and noisier
+/// features). Args: m, 4 * scale.
+void BM_error_vs_exact(benchmark::State& state) {
+  const index m = state.range(0), L = 4096;
+  const float scale = static_cast<float>(state.range(1)) / 4;
+  salt::bench::attention_inputs in(1, 1, 1, L, L, d);
+  for (float& x : in.q) x *= scale;
+  for (float& x : in.k) x *= scale;
+  salt::row_matrix<float> exact(L, d);
+  salt::attention(in.qv(), in.kv(), in.vv(), salt::tensor_view<float>::of(exact));
+  const salt::favor_plus<float> phi(salt::random_features<float>::orthogonal(m, d, 42));
+  for (auto _ : state) salt::linear_attention(in.qv(), in.kv(), in.vv(), in.ov(), phi);
+  const Eigen::Map<const salt::row_matrix<float>> approx(in.out.data(), L, d);
+  state.counters["rel_frobenius"] = (approx - exact).norm() / exact.norm();
+  state.counters["max_abs"] = (approx - exact).cwiseAbs().maxCoeff();
+  state.counters["exact_max_abs"] = exact.cwiseAbs().maxCoeff();
+}
+
+}  // namespace
+
+BENCHMARK(BM_fma_peak)->UseManualTime()->Iterations(1);
+BENCHMARK(BM_linear)
+    ->ArgsProduct({benchmark::CreateRange(1024, 1 << 20, 4), {0}, {0, 1}})
+    ->ArgsProduct({benchmark::CreateRange(1024, 1 << 16, 4), {1, 2, 3}, {0, 1}})
+    ->ArgNames({"L", "map", "causal"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_causal_chunk)
+    ->ArgsProduct({{65536}, {32, 64, 128, 256}})
+    ->ArgNames({"L", "chunk"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_streaming)->Arg(64)->ArgName("m")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_error_vs_exact)
+    ->ArgsProduct({{16, 64, 256, 1024}, {2, 4, 8}})
+    ->ArgNames({"m", "scale"})
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
+
+int main(int argc, char** argv) {
+  fma_peak_gflops = salt::bench::measure_fma_peak_gflops<float>(0.5);
+  benchmark::AddCustomContext("fma_peak_gflops_per_core", std::to_string(fma_peak_gflops));
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,200 @@
+#pragma once
+/// \file linear/feature_map.hpp
+/// Feature maps of kernelized attention: the `feature_map` concept and the maps salt ships, Performer's
+/// FAVOR+ positive features (`favor_plus`) and trigonometric features (`favor_trig`), the generalised ReLU
+/// kernel (`relu_features`, with or without a projection) and elu(x) + 1 (`elu_plus_one`).
+///
+///     salt::favor_plus<float> phi(salt::random_features<float>::orthogonal(256, 64, /*seed=*/7));
+///     salt::row_matrix<float> out = salt::linear_attention(q, k, v, phi);
+///
+/// A map writes features in a scaled form, phi(x) = exp(s(x)) * f(x): `f` (rows, m) into `phi` and, for
+/// maps whose log_scaled() is true, the per-row log scale s into `log_scale`. The kernels use the scale to
+/// stabilise: a query's scale cancels in the ratio out = phi(q) S / phi(q) z, and keys are weighted by
+/// exp(s - r) against a running reference r (see linear/attention.hpp). Maps with log_scaled() false get
+/// log_scale == nullptr and mean phi(x) = f(x).
+///
+/// A user-defined map is any copyable type with these members (T = float and double, or a template):
+///
+///     struct squared_relu {  // phi(x) = relu(x)^2 + 1/2, no scale
+///       static constexpr bool log_scaled() { return false; }
+///       salt::index features(salt::index d) const { return d; }
+///       template <class T>
+///       void map(const salt::feature_input<T>& x, salt::feature_output<T> phi, T*) const {
+///         phi = (x.array().max(T(0)).square() + T(0.5)).matrix();
+///       }
+///     };
+///
+/// and optionally `void check(index d, const char* api) const`, which throws salt::error when the map
+/// cannot take inputs of width d.
+
+#include <Eigen/Core>
+
+#include <cmath>
+#include <concepts>
+#include <type_traits>
+
+#include "../config.hpp"
+#include "../error.hpp"
+#include "../tensor.hpp"
+#include "gemm.hpp"
+#include "random_features.hpp"
+
+namespace salt {
+
+/// Rows of inputs a feature map reads: (rows, d), row-major with a row stride.
+template <class T>
+using feature_input = Eigen::Map<const row_matrix<T>, 0, Eigen::OuterStride<>>;
+/// Where a feature map writes: (rows, features(d)), row-major with a row stride.
+template <class T>
+using feature_output = Eigen::Map<row_matrix<T>, 0, Eigen::OuterStride<>>;
+
+/// A feature map for inputs of scalar type T: features(d) features per row, written by map(x, phi,
+/// log_scale) in the scaled form described at the top of this header; log_scaled() must be a constant
+/// expression.
+template <class F, class T>
+concept feature_map = std::copy_constructible<F> &&
+                      requires(const F& f, index d, const feature_input<T>& x, feature_output<T> phi, T* log_scale) {
+                        { F::log_scaled() } -> std::same_as<bool>;
+                        typename std::bool_constant<F::log_scaled()>;
+                        { f.features(d) } -> std::convertible_to<index>;
+                        f.map(x, phi, log_scale);
+                      };
+
+namespace detail {
+
+/// Checks a map against input width d: its own check() where it has one, and at least one feature.
+template <class F>
+void check_feature_map(const F& f, index d, const char* api) {
+  if constexpr (requires { f.check(d, api); }) f.check(d, api);
+  const index m = f.features(d);
+  require(m >= 1, api, ": the feature map gives ", m, " features for d = ", d);
+}
+
+/// phi (rows, m) = x (rows, d) * w^T, with w (m, d) row-major.
+template <class T>
+void project_rows(const feature_input<T>& x, const row_matrix<T>& w, feature_output<T>& phi) {
+  linear_gemm<T, false, true>(x.rows(), w.rows(), x.cols(), x.data(), x.outerStride(), w.data(), w.cols(),
+                              phi.data(), phi.outerStride(), false);
+}
+
+template <class T>
+void check_projection_width(const row_matrix<T>& w, index d, const char* api, const char* map) {
+  require(w.cols() == d, api, ": ", map, " was drawn for d = ", w.cols(), " but the inputs have d = ", d);
+}
+
+}  // namespace detail
+
+/// FAVOR+ positive random features (Performer): phi(x) = exp(W x' - |x'|^2 / 2) / sqrt(m), x' = x d^(-1/4),
+/// so phi(q) . phi(k) estimates exp(q . k / sqrt(d)) without bias, and every feature is positive. Written
+/// as f = exp(W x' - max(W x')) (each row's largest feature is 1) with log scale max(W x') - |x'|^2 / 2 -
+/// log(m) / 2: no input overflows, however large.
+template <class T>
+class favor_plus {
+ public:
+  explicit favor_plus(const random_features<T>& w)
+      : w_(w.matrix() * static_cast<T>(std::pow(static_cast<double>(w.d()), -0.25))) {}
+
+  static constexpr bool log_scaled() { return true; }
+  index features(index) const noexcept { return w_.rows(); }
+  void check(index d, const char* api) const { detail::check_projection_width(w_, d, api, "favor_plus"); }
+  /// W d^(-1/4) (m, d): the projection as applied.
+  const row_matrix<T>& scaled_projection() const noexcept { return w_; }
+
+  void map(const feature_input<T>& x, feature_output<T> phi, T* log_scale) const {
+    detail::project_rows(x, w_, phi);
+    const T half_norm = static_cast<T>(0.5 / std::sqrt(static_cast<double>(x.cols())));  // |x'|^2 / 2 = |x|^2 * this
+    const T log_norm = static_cast<T>(-0.5 * std::log(static_cast<double>(w_.rows())));
+    for (index r = 0; r < x.rows(); ++r) {
+      const T top = phi.row(r).maxCoeff();
+      phi.row(r) = (phi.row(r).array() - top).exp().matrix();
+      log_scale[r] = top - x.row(r).squaredNorm() * half_norm + log_norm;
+    }
+  }
+
+ private:
+  row_matrix<T> w_;  // (m, d), W d^(-1/4)
+};
+
+/// FAVOR trigonometric random features (Performer's sin/cos features): phi(x) = exp(|x'|^2 / 2) / sqrt(m)
+/// [cos(W x'), sin(W x')], x' = x d^(-1/4); 2m features for an (m, d) W, so phi(q) . phi(k) estimates
+/// exp(q . k / sqrt(d)) without bias. Features may be negative, and so may the estimated denominator:
+/// outputs of rows whose denominator comes near zero are large (see the guard in linear/attention.hpp).
+template <class T>
+class favor_trig {
+ public:
+  explicit favor_trig(const random_features<T>& w)
+      : w_(w.matrix() * static_cast<T>(std::pow(static_cast<double>(w.d()), -0.25))) {}
+
+  static constexpr bool log_scaled() { return true; }
+  index features(index) const noexcept { return 2 * w_.rows(); }
+  void check(index d, const char* api) const { detail::check_projection_width(w_, d, api, "favor_trig"); }
+
+  void map(const feature_input<T>& x, feature_output<T> phi, T* log_scale) const {
+    const index m = w_.rows();
+    feature_output<T> angles(phi.data(), x.rows(), m, Eigen::OuterStride<>(phi.outerStride()));
+    detail::project_rows(x, w_, angles);
+    const T half_norm = static_cast<T>(0.5 / std::sqrt(static_cast<double>(x.cols())));
+    const T log_norm = static_cast<T>(-0.5 * std::log(static_cast<double>(m)));
+    for (index r = 0; r < x.rows(); ++r) {
+      phi.row(r).tail(m) = phi.row(r).head(m).array().sin().matrix();
+      phi.row(r).head(m) = phi.row(r).head(m).array().cos().matrix();
+      log_scale[r] = x.row(r).squaredNorm() * half_norm + log_norm;
+    }
+  }
+
+ private:
+  row_matrix<T> w_;  // (m, d), W d^(-1/4)
+};
+
+/// Generalised ReLU kernel (Performer): phi(x) = relu(W x') + epsilon with W (m, d), or relu(x') + epsilon
+/// with no projection (d features); x' = x d^(-1/4) as in Performer. epsilon > 0 keeps every feature,
+/// and so every denominator, positive.
+template <class T>
+class relu_features {
+ public:
+  /// No projection: d features.
+  explicit relu_features(T epsilon = T(1e-3)) : epsilon_(epsilon) { check_epsilon(); }
+  /// Projected: m = w.m() features.
+  explicit relu_features(const random_features<T>& w, T epsilon = T(1e-3))
+      : w_(w.matrix() * static_cast<T>(std::pow(static_cast<double>(w.d()), -0.25))), epsilon_(epsilon) {
+    check_epsilon();
+  }
+
+  static constexpr bool log_scaled() { return false; }
+  index features(index d) const noexcept { return w_.size() ? w_.rows() : d; }
+  void check(index d, const char* api) const {
+    if (w_.size()) detail::check_projection_width(w_, d, api, "relu_features");
+  }
+  T epsilon() const noexcept { return epsilon_; }
+
+  void map(const feature_input<T>& x, feature_output<T> phi, T*) const {
+    if (w_.size()) {
+      detail::project_rows(x, w_, phi);
+      phi = (phi.array().max(T(0)) + epsilon_).matrix();
+    } else {
+      const T scale = static_cast<T>(std::pow(static_cast<double>(x.cols()), -0.25));
+      phi = ((x.array() * scale).max(T(0)) + epsilon_).matrix();
+    }
+  }
+
+ private:
+  void check_epsilon() const {
+    detail::require(epsilon_ >= T(0), "salt::relu_features: epsilon must be >= 0, got ", epsilon_);
+  }
+
+  row_matrix<T> w_;  // (m, d), W d^(-1/4); empty without a projection
+  T epsilon_;
+};
+
+/// elu(x) + 1 (Katharopoulos et al., "Transformers are RNNs", 2020): x + 1 for x > 0, exp(x) otherwise;
+/// d positive features, no projection, no randomness.
+struct elu_plus_one {
+  static constexpr bool log_scaled() { return false; }
+  index features(index d) const noexcept { return d; }
+  template <class T>
+  void map(const feature_input<T>& x, feature_output<T> phi, T*) const {
+    phi = (x.array() > T(0)).select(x.array() + T(1), x.array().exp()).matrix();
+  }
+};
+
+}  // namespace salt
