@@ -1,0 +1,171 @@
+// LSH attention (Reformer) benchmarks: time against sequence length with a complexity fit, GFLOP/s from the
+// pairs its softmaxes hold (4 d FLOPs each), the fraction of the in-run FMA peak, time per visited pair against
+// the sliding-window kernel's at the same length (measured alternately in the same run), and the error against
+// exact attention as the number of hash rounds grows, on inputs whose keys cluster.
+//
+//   build/benchmarks/salt_lsh_bench --benchmark_filter=lsh
+#include <benchmark/benchmark.h>
+
+#include <salt/salt.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "common/alloc_counter.hpp"
+#include "common/fma_peak.hpp"
+#include "common/problem.hpp"
+
+namespace {
+
+using salt::index;
+double fma_peak_gflops = 0;  // one core, measured in main() before any benchmark
+
+/// Reformer-like settings for a sequence of L tokens: chunks of 64, one chunk before, HuggingFace's bucket rule
+/// (2 L / 64 buckets, factorised above 128), `rounds` hash rounds.
+salt::lsh_options reformer_options(index L, index rounds, bool causal) {
+  return {.n_hashes = rounds, .n_buckets = salt::reformer_buckets(L, 64, L), .chunk_length = 64,
+          .chunks_before = 1, .chunks_after = 0, .causal = causal};
+}
+
+/// The sliding window with the same keys per query as one LSH round (chunk 64, one before): 128.
+salt::sliding_window window_like_lsh(bool causal) {
+  return causal ? salt::sliding_window{.left = 127} : salt::sliding_window{.left = 64, .right = 63};
+}
+
+double seconds_of(const auto& call) {
+  const auto t0 = std::chrono::steady_clock::now();
+  call();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// args (L, rounds, causal): LSH attention on (1, 1, L, 64), one thread; counters GFLOP/s, peak_frac, ns/pair.
+void BM_lsh(benchmark::State& state) {
+  const index L = state.range(0), rounds = state.range(1);
+  const bool causal = state.range(2) != 0;
+  salt::bench::attention_inputs in(1, 1, 1, L, L, 64);
+  const auto opt = reformer_options(L, rounds, causal);
+  const auto rot = salt::lsh_rotations<float>::gaussian(1, 64, opt, 7);
+  const salt::run_options run{.threads = 1};
+  auto call = [&] { salt::lsh_attention<float>(in.qv(), in.vv(), in.ov(), rot, opt, salt::no_mask{}, run); };
+  call();  // warm up
+  salt::bench::reset_alloc_stats();
+  double seconds = 0;
+  for (auto _ : state) {
+    seconds += seconds_of(call);
+    benchmark::DoNotOptimize(in.out.data());
+    benchmark::ClobberMemory();
+  }
+  const auto alloc = salt::bench::read_alloc_stats();
+  const double per_call = seconds / static_cast<double>(state.iterations());
+  const double pairs = salt::lsh_visited_pairs(L, opt), gflops = 4.0 * 64 * pairs / per_call * 1e-9;
+  state.SetComplexityN(L);
+  state.counters["GFLOP/s"] = gflops;
+  state.counters["peak_frac"] = gflops / fma_peak_gflops;
+  state.counters["ns/pair"] = per_call / pairs * 1e9;
+  state.counters["buckets"] = static_cast<double>(opt.buckets());
+  state.counters["alloc_B/call"] = static_cast<double>(alloc.bytes) / static_cast<double>(state.iterations());
+}
+
+/// args (L, causal): LSH (one round) and the sliding window of the same width, timed alternately (median of
+/// the repetitions), one thread; pair_cost_vs_window = LSH's time per visited pair over the window's.
+void BM_lsh_pair_cost_vs_window(benchmark::State& state) {
+  const index L = state.range(0);
+  const bool causal = state.range(1) != 0;
+  salt::bench::attention_inputs in(1, 1, 1, L, L, 64);
+  const auto opt = reformer_options(L, 1, causal);
+  const auto rot = salt::lsh_rotations<float>::gaussian(1, 64, opt, 7);
+  const auto window = window_like_lsh(causal);
+  const salt::run_options run{.threads = 1};
+  const double lsh_pairs = salt::lsh_visited_pairs(L, opt);
+  const double window_pairs = static_cast<double>(salt::plan_work<float>(window, in.dims()).visited_pairs);
+  auto lsh = [&] { salt::lsh_attention<float>(in.qv(), in.vv(), in.ov(), rot, opt, salt::no_mask{}, run); };
+  auto win = [&] { salt::attention(in.qv(), in.kv(), in.vv(), in.ov(), window, salt::dot_product{}, run); };
+  lsh();
+  win();
+  std::vector<double> a, b;
+  for (auto _ : state) {
+    a.push_back(seconds_of(lsh) / lsh_pairs);
+    b.push_back(seconds_of(win) / window_pairs);
+    benchmark::DoNotOptimize(in.out.data());
+  }
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  const double la = a[a.size() / 2], wb = b[b.size() / 2];
+  state.counters["lsh_ns/pair"] = la * 1e9;
+  state.counters["window_ns/pair"] = wb * 1e9;
+  state.counters["pair_cost_vs_window"] = la / wb;
+}
+
+/// Inputs whose keys cluster: `clusters` random centres (entries N(0, 1)), each token its centre (token t
+/// belongs to centre hash(t)) plus N(0, noise^2) noise; values uniform in [-1, 1).
+salt::row_matrix<float> clustered(index L, index d, index clusters, double noise, std::uint64_t seed) {
+  salt::random_generator rng(seed);
+  salt::row_matrix<float> centres(clusters, d), x(L, d);
+  for (index i = 0; i < clusters * d; ++i) centres.data()[i] = static_cast<float>(rng.normal());
+  for (index t = 0; t < L; ++t) {
+    const index c = static_cast<index>(rng.below(static_cast<std::uint64_t>(clusters)));
+    for (index j = 0; j < d; ++j) x(t, j) = static_cast<float>(centres(c, j) + noise * rng.normal());
+  }
+  return x;
+}
+
+/// Every pair but a query with itself (LSH's self pair scores -1e5, so exact attention without it is what
+/// LSH approximates).
+struct off_diagonal {
+  bool allows(index q, index k, const salt::problem_shape&) const noexcept { return q != k; }
+  static constexpr bool is_always_full() { return false; }
+};
+
+/// args (L, rounds): error of LSH attention against exact attention over the same scores (shared QK, keys
+/// normalised as LSH normalises them, the self pair left out), on clustered inputs: 64 centres, noise 0.5, d 64.
+/// Counters: rel_err = ||out - exact||_F / ||exact||_F, max_err = max |out - exact|.
+void BM_lsh_rounds_error(benchmark::State& state) {
+  const index L = state.range(0), rounds = state.range(1), d = 64;
+  const salt::row_matrix<float> qk = clustered(L, d, 64, 0.5, 11);
+  salt::random_generator rng(12);
+  salt::row_matrix<float> v(L, d), k(L, d);
+  for (index i = 0; i < L * d; ++i) v.data()[i] = static_cast<float>(2 * rng.uniform() - 1);
+  for (index t = 0; t < L; ++t) {
+    const double ms = static_cast<double>(qk.row(t).squaredNorm()) / static_cast<double>(d);
+    k.row(t) = qk.row(t) * static_cast<float>(1.0 / std::sqrt(ms + 1e-6));
+  }
+  const salt::row_matrix<float> exact = salt::attention(qk, k, v, off_diagonal{});
+  const auto opt = reformer_options(L, rounds, false);
+  const auto rot = salt::lsh_rotations<float>::gaussian(1, d, opt, 7);
+  salt::row_matrix<float> out;
+  for (auto _ : state) {
+    out = salt::lsh_attention(qk, v, rot, opt);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["rel_err"] = static_cast<double>((out - exact).norm() / exact.norm());
+  state.counters["max_err"] = static_cast<double>((out - exact).cwiseAbs().maxCoeff());
+  state.counters["pairs_frac_of_dense"] = salt::lsh_visited_pairs(L, opt) / static_cast<double>(L * L);
+}
+
+void lengths(benchmark::internal::Benchmark* b, index rounds, int causal) {
+  for (index L = 1024; L <= 262144; L *= 2) b->Args({L, rounds, causal});
+  b->Unit(benchmark::kMillisecond)->Complexity(benchmark::oNLogN)->UseRealTime();
+}
+
+}  // namespace
+
+BENCHMARK(BM_lsh)->Name("BM_lsh/rounds=2")->Apply([](auto* b) { lengths(b, 2, 0); });
+BENCHMARK(BM_lsh)->Name("BM_lsh_causal/rounds=2")->Apply([](auto* b) { lengths(b, 2, 1); });
+BENCHMARK(BM_lsh_pair_cost_vs_window)->Args({65536, 0})->Args({65536, 1})->Iterations(7)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_lsh_rounds_error)
+    ->ArgsProduct({{4096}, {1, 2, 4, 8}})
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
+
+int main(int argc, char** argv) {
+  fma_peak_gflops = salt::bench::measure_fma_peak_gflops<float>(0.5);
+  benchmark::AddCustomContext("fma_peak_gflops_per_core", std::to_string(fma_peak_gflops));
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
