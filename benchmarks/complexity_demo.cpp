@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/alloc_counter.hpp"
+#include "common/approximations.hpp"
 #include "common/fma_peak.hpp"
 #include "common/problem.hpp"
 #include "common/parameter_setups.hpp"
@@ -97,6 +98,41 @@ kernel_entry synthesizer_kernel(std::string name, index max_length, MakeScore ma
           "own logits"};  // learned logits: a model of its own, not an approximation of dot-product attention
 }
 
+/// Linear attention with feature map `map` (m features from p rows of W), non-causal or causal (chunked).
+/// FAVOR+ and FAVOR trig estimate softmax attention; ReLU and elu + 1 are kernels of their own.
+template <bool Causal, class Map>
+kernel_entry linear_kernel(std::string name, index max_length, Map map, index m, index p,
+                           std::string fidelity = "own kernel") {
+  return {std::move(name), max_length,
+          [map](index) -> runner {
+            return [map](attention_inputs& in) {
+              if constexpr (Causal) salt::linear_attention(in.qv(), in.kv(), in.vv(), in.ov(), map, salt::causal{});
+              else salt::linear_attention(in.qv(), in.kv(), in.vv(), in.ov(), map);
+            };
+          },
+          [m, p](const attention_inputs& in) {
+            return salt::bench::linear_flops(in.lq, d, m, p, salt::detail::linear_default_chunk, Causal);
+          },
+          std::move(fidelity)};
+}
+
+salt::random_features<float> demo_features(index m) { return salt::random_features<float>::orthogonal(m, d, 42); }
+
+/// LSH attention with Reformer's settings (chunks of 64, one before, its bucket rule) and `rounds` rounds;
+/// the demo's q serves as the shared query/key. FLOPs from the pairs its softmaxes hold.
+kernel_entry lsh_kernel(index rounds, index max_length) {
+  return {"lsh rounds=" + std::to_string(rounds), max_length,
+          [rounds](index L) -> runner {
+            const auto opt = std::make_shared<salt::lsh_options>(salt::bench::reformer_options(L, rounds, false));
+            const auto rot = std::make_shared<salt::lsh_rotations<float>>(salt::lsh_rotations<float>::gaussian(1, d, *opt, 7));
+            return [opt, rot](attention_inputs& in) { salt::lsh_attention<float>(in.qv(), in.vv(), in.ov(), *rot, *opt); };
+          },
+          [rounds](const attention_inputs& in) {
+            return pair_flops(salt::lsh_visited_pairs(in.lq, salt::bench::reformer_options(in.lq, rounds, false)));
+          },
+          "table below"};  // shared QK: errors are measured on clustered keys, against their own reference
+}
+
 std::vector<kernel_entry> all_kernels() {
   std::vector<kernel_entry> k;
   k.push_back(exact_kernel("dense", 16384, [](index) { return salt::no_mask{}; }, 1.0));
@@ -136,30 +172,79 @@ std::vector<kernel_entry> all_kernels() {
         return salt::dot_product{} + salt::synthesizer_random<float>::shared(sb::synthesizer_table_for(L));
       },
       2.0 * d + 1));
+  k.push_back(linear_kernel<false>("favor+ m=256", 1 << 20, salt::favor_plus<float>(demo_features(256)), 256, 256,
+                                      "approximate"));
+  k.push_back(linear_kernel<true>("favor+ causal m=256", 1 << 20, salt::favor_plus<float>(demo_features(256)), 256,
+                                  256, "approximate"));
+  k.push_back(linear_kernel<false>("favor trig m=2x128", 262144, salt::favor_trig<float>(demo_features(128)), 256, 128,
+                                   "approximate"));
+  k.push_back(linear_kernel<false>("relu m=256", 262144, salt::relu_features<float>(demo_features(256)), 256, 256));
+  k.push_back(linear_kernel<false>("elu+1", 262144, salt::elu_plus_one{}, d, 0));
+  k.push_back(linear_kernel<true>("elu+1 causal", 262144, salt::elu_plus_one{}, d, 0));
+  k.push_back(lsh_kernel(2, 262144));
   return k;
 }
 
 /// One approximate kernel at one budget, for the table of errors against exact attention.
 struct fidelity_case {
-  std::string family, budget;
-  std::function<runner(index L)> prepare;
+  std::string family, budget, inputs;
+  std::function<double()> error;  // ||out - exact|| / ||exact|| at L = error_max_length
 };
 
+constexpr index error_max_length = 4096;  // errors need a dense run beside the kernel's
+
+/// ||out - exact|| / ||exact|| (Frobenius) of one call of `run` on `in`, exact being dense attention.
+double relative_error(attention_inputs& in, const runner& run) {
+  run(in);
+  const salt::row_matrix<float> approx = Eigen::Map<const salt::row_matrix<float>>(in.out.data(), in.lq, d);
+  salt::row_matrix<float> exact(in.lq, d);
+  salt::attention(in.qv(), in.kv(), in.vv(), salt::tensor_view<float>::of(exact));
+  return salt::bench::relative_error(approx, exact);
+}
+
 std::vector<fidelity_case> fidelity_cases() {
+  constexpr index L = error_max_length;
+  const std::string uniform = "q, k, v uniform in [-1, 1)";
   std::vector<fidelity_case> c;
-  for (index k : {64, 256, 1024}) c.push_back({"linformer", "k = " + std::to_string(k), linformer_kernel(k, 0).prepare});
+  for (index k : {64, 256, 1024}) {
+    c.push_back({"linformer N(0, 1/k)", "k = " + std::to_string(k), uniform, [k] {
+                   attention_inputs in(1, 1, 1, L, L, d);
+                   return relative_error(in, linformer_kernel(k, 0).prepare(L));
+                 }});
+  }
   // The same k with structured projections: row i of E = F averages the i-th run of L/k positions. Untrained
   // random projections mix every position into every projected key and do not approximate softmax
   // attention; how close Linformer comes depends on how well E and F fit the data (the paper learns them).
   for (index k : {64, 256, 1024}) {
-    c.push_back({"linformer mean-pool", "k = " + std::to_string(k), [k](index L) -> runner {
+    c.push_back({"linformer mean-pool", "k = " + std::to_string(k), uniform, [k] {
                    salt::row_matrix<float> e = salt::row_matrix<float>::Zero(k, L);
                    for (index j = 0; j < L; ++j) e(j * k / L, j) = static_cast<float>(k) / static_cast<float>(L);
-                   auto proj = std::make_shared<salt::linformer_projections<float>>(
-                       salt::linformer_projections<float>::from_matrices(salt::linformer_sharing::shared_kv, {e}));
-                   return [proj](attention_inputs& in) {
-                     salt::linformer_attention(in.qv(), in.kv(), in.vv(), in.ov(), *proj);
-                   };
+                   const auto proj = salt::linformer_projections<float>::from_matrices(salt::linformer_sharing::shared_kv, {e});
+                   attention_inputs in(1, 1, 1, L, L, d);
+                   return relative_error(in, [&proj](attention_inputs& x) {
+                     salt::linformer_attention(x.qv(), x.kv(), x.vv(), x.ov(), proj);
+                   });
+                 }});
+  }
+  // Random features estimate softmax well where query and key norms are small (their variance grows like
+  // exp(|q' + k'|^2)): the inputs are halved.
+  for (index m : {16, 64, 256, 1024}) {
+    c.push_back({"favor+ orthogonal", "m = " + std::to_string(m), "q, k in [-0.5, 0.5)", [m] {
+                   attention_inputs in(1, 1, 1, L, L, d);
+                   for (float& x : in.q) x *= 0.5f;
+                   for (float& x : in.k) x *= 0.5f;
+                   const salt::favor_plus<float> map(demo_features(m));
+                   return relative_error(in, [&map](attention_inputs& x) {
+                     salt::linear_attention(x.qv(), x.kv(), x.vv(), x.ov(), map);
+                   });
+                 }});
+  }
+  for (index rounds : {1, 2, 4, 8}) {
+    c.push_back({"lsh, chunk 64", "rounds = " + std::to_string(rounds), "64 key clusters", [rounds] {
+                   const salt::bench::clustered_problem p(L, d);
+                   const auto opt = salt::bench::reformer_options(L, rounds, false);
+                   const auto rot = salt::lsh_rotations<float>::gaussian(1, d, opt, 7);
+                   return salt::bench::relative_error(salt::lsh_attention(p.qk, p.v, rot, opt), p.exact);
                  }});
   }
   return c;
@@ -169,17 +254,6 @@ struct measurement {
   index length;
   double seconds, gflops, extra_bytes, error;
 };
-
-/// ||out - exact|| / ||exact|| (Frobenius) of one call of `run` on `in`, exact being dense attention.
-double relative_error(attention_inputs& in, const runner& run) {
-  run(in);
-  const salt::row_matrix<float> approx = Eigen::Map<const salt::row_matrix<float>>(in.out.data(), in.lq, d);
-  salt::attention(in.qv(), in.kv(), in.vv(), in.ov(), salt::no_mask{});
-  const Eigen::Map<const salt::row_matrix<float>> exact(in.out.data(), in.lq, d);
-  return static_cast<double>((approx - exact).norm() / exact.norm());
-}
-
-constexpr index error_max_length = 4096;  // errors need a dense run beside the kernel's
 
 /// Median of `reps` calls (after one warm-up call, which also measures the extra memory).
 measurement measure(const kernel_entry& kernel, index L, int reps) {
@@ -275,10 +349,8 @@ int main(int argc, char** argv) {
 
   std::printf("\nerror against exact attention as the budget grows (L = %td, ||out - exact|| / ||exact||):\n",
               error_max_length);
-  for (const auto& c : fidelity_cases()) {
-    attention_inputs in(1, 1, 1, error_max_length, error_max_length, d);
-    std::printf("  %-22s %-12s %.3e\n", c.family.c_str(), c.budget.c_str(), relative_error(in, c.prepare(error_max_length)));
-  }
+  for (const auto& c : fidelity_cases())
+    std::printf("  %-22s %-13s %-28s %.3e\n", c.family.c_str(), c.budget.c_str(), c.inputs.c_str(), c.error());
 
   // The plot: one line per kernel, log-log.
   const std::string script = out_dir + "/complexity.gp";

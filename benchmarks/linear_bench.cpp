@@ -5,13 +5,7 @@
 //
 //   build/benchmarks/salt_linear_bench --benchmark_filter=causal_chunk
 //
-// FLOPs are 2 per multiply-add of the products each form does (counted as performed, not as needed):
-//   non-causal, per token:  2 d p (Q W^T) + 2 d p (K W^T) + 2 m dv (phi(K)^T V) + 2 m dv + 2 m (phi(Q) [S z])
-//   causal, per token:      the same, plus 2 C m (phi(Q_c) phi(K_c)^T) + 2 C dv (its product with V), both over
-//                           the full C x C square although only its lower triangle (C + 1)/2 per row is used
-// with p the rows of W (0 for maps without a projection), m the features and C the chunk. Exponentials
-// (m per query and per key with FAVOR+), the masking and the row sums are not counted: they are O(m + C)
-// per token against O(d m + C m) multiply-adds.
+// FLOPs: salt::bench::linear_flops (common/approximations.hpp), counted as performed.
 #include <benchmark/benchmark.h>
 
 #include <salt/salt.hpp>
@@ -21,6 +15,7 @@
 #include <string>
 
 #include "common/alloc_counter.hpp"
+#include "common/approximations.hpp"
 #include "common/fma_peak.hpp"
 #include "common/problem.hpp"
 
@@ -30,12 +25,6 @@ using salt::index;
 double fma_peak_gflops = 0;  // one core, measured in main() before any benchmark
 
 constexpr index d = 64;
-
-/// FLOPs of one head of L tokens (see the top of the file).
-double linear_flops(index L, index m, index p, index chunk, bool causal) {
-  const double per_token = 4.0 * d * p + 4.0 * m * d + 2.0 * m + (causal ? 2.0 * chunk * (m + d) : 0.0);
-  return per_token * static_cast<double>(L);
-}
 
 enum class map_kind { favor_plus, favor_trig, relu, elu };
 
@@ -84,7 +73,7 @@ void run_linear(benchmark::State& state, const Map& map, index m, index p, bool 
   }
   const auto alloc = salt::bench::read_alloc_stats();
   const double per_call = seconds / static_cast<double>(state.iterations());
-  const double gflops = linear_flops(L, m, p, chunk, causal) / per_call * 1e-9;
+  const double gflops = salt::bench::linear_flops(L, d, m, p, chunk, causal) / per_call * 1e-9;
   state.SetComplexityN(L);
   state.counters["GFLOP/s"] = gflops;
   state.counters["fraction_of_peak"] = gflops / fma_peak_gflops;
@@ -114,9 +103,9 @@ void BM_causal_chunk(benchmark::State& state) {
   });
   // The same speed counted with only the lower triangle of each chunk's C x C products as useful work.
   const index C = state.range(1), m = 256;
-  const double useful = linear_flops(1, m, m, 0, false) + static_cast<double>(C + 1) * (m + d);
+  const double useful = salt::bench::linear_flops(1, d, m, m, 0, false) + static_cast<double>(C + 1) * (m + d);
   state.counters["useful_fraction_of_peak"] =
-      state.counters["fraction_of_peak"] * useful / linear_flops(1, m, m, C, true);
+      state.counters["fraction_of_peak"] * useful / salt::bench::linear_flops(1, d, m, m, C, true);
 }
 
 /// Streaming decode at d = 64, m = 64 (FAVOR+): append(k, v) then query(q) per token, one thread.
@@ -160,7 +149,7 @@ void BM_error_vs_exact(benchmark::State& state) {
   const salt::favor_plus<float> phi(salt::random_features<float>::orthogonal(m, d, 42));
   for (auto _ : state) salt::linear_attention(in.qv(), in.kv(), in.vv(), in.ov(), phi);
   const Eigen::Map<const salt::row_matrix<float>> approx(in.out.data(), L, d);
-  state.counters["rel_frobenius"] = (approx - exact).norm() / exact.norm();
+  state.counters["rel_frobenius"] = salt::bench::relative_error(approx, exact);
   state.counters["max_abs"] = (approx - exact).cwiseAbs().maxCoeff();
   state.counters["exact_max_abs"] = exact.cwiseAbs().maxCoeff();
 }
@@ -175,7 +164,7 @@ BENCHMARK(BM_linear)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_causal_chunk)
-    ->ArgsProduct({{65536}, {32, 64, 128, 256}})
+    ->ArgsProduct({{65536}, {32, 48, 64, 96, 128, 256}})
     ->ArgNames({"L", "chunk"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();

@@ -15,20 +15,15 @@
 #include <vector>
 
 #include "common/alloc_counter.hpp"
+#include "common/approximations.hpp"
 #include "common/fma_peak.hpp"
 #include "common/problem.hpp"
 
 namespace {
 
 using salt::index;
+using salt::bench::reformer_options;
 double fma_peak_gflops = 0;  // one core, measured in main() before any benchmark
-
-/// Reformer-like settings for a sequence of L tokens: chunks of 64, one chunk before, HuggingFace's bucket rule
-/// (2 L / 64 buckets, factorised above 128), `rounds` hash rounds.
-salt::lsh_options reformer_options(index L, index rounds, bool causal) {
-  return {.n_hashes = rounds, .n_buckets = salt::reformer_buckets(L, 64, L), .chunk_length = 64,
-          .chunks_before = 1, .chunks_after = 0, .causal = causal};
-}
 
 /// The sliding window with the same keys per query as one LSH round (chunk 64, one before): 128.
 salt::sliding_window window_like_lsh(bool causal) {
@@ -99,49 +94,21 @@ void BM_lsh_pair_cost_vs_window(benchmark::State& state) {
   state.counters["pair_cost_vs_window"] = la / wb;
 }
 
-/// Inputs whose keys cluster: `clusters` random centres (entries N(0, 1)), each token its centre (token t
-/// belongs to centre hash(t)) plus N(0, noise^2) noise; values uniform in [-1, 1).
-salt::row_matrix<float> clustered(index L, index d, index clusters, double noise, std::uint64_t seed) {
-  salt::random_generator rng(seed);
-  salt::row_matrix<float> centres(clusters, d), x(L, d);
-  for (index i = 0; i < clusters * d; ++i) centres.data()[i] = static_cast<float>(rng.normal());
-  for (index t = 0; t < L; ++t) {
-    const index c = static_cast<index>(rng.below(static_cast<std::uint64_t>(clusters)));
-    for (index j = 0; j < d; ++j) x(t, j) = static_cast<float>(centres(c, j) + noise * rng.normal());
-  }
-  return x;
-}
-
-/// Every pair but a query with itself (LSH's self pair scores -1e5, so exact attention without it is what
-/// LSH approximates).
-struct off_diagonal {
-  bool allows(index q, index k, const salt::problem_shape&) const noexcept { return q != k; }
-  static constexpr bool is_always_full() { return false; }
-};
-
 /// args (L, rounds): error of LSH attention against exact attention over the same scores (shared QK, keys
 /// normalised as LSH normalises them, the self pair left out), on clustered inputs: 64 centres, noise 0.5, d 64.
 /// Counters: rel_err = ||out - exact||_F / ||exact||_F, max_err = max |out - exact|.
 void BM_lsh_rounds_error(benchmark::State& state) {
   const index L = state.range(0), rounds = state.range(1), d = 64;
-  const salt::row_matrix<float> qk = clustered(L, d, 64, 0.5, 11);
-  salt::random_generator rng(12);
-  salt::row_matrix<float> v(L, d), k(L, d);
-  for (index i = 0; i < L * d; ++i) v.data()[i] = static_cast<float>(2 * rng.uniform() - 1);
-  for (index t = 0; t < L; ++t) {
-    const double ms = static_cast<double>(qk.row(t).squaredNorm()) / static_cast<double>(d);
-    k.row(t) = qk.row(t) * static_cast<float>(1.0 / std::sqrt(ms + 1e-6));
-  }
-  const salt::row_matrix<float> exact = salt::attention(qk, k, v, off_diagonal{});
+  const salt::bench::clustered_problem p(L, d);
   const auto opt = reformer_options(L, rounds, false);
   const auto rot = salt::lsh_rotations<float>::gaussian(1, d, opt, 7);
   salt::row_matrix<float> out;
   for (auto _ : state) {
-    out = salt::lsh_attention(qk, v, rot, opt);
+    out = salt::lsh_attention(p.qk, p.v, rot, opt);
     benchmark::DoNotOptimize(out.data());
   }
-  state.counters["rel_err"] = static_cast<double>((out - exact).norm() / exact.norm());
-  state.counters["max_err"] = static_cast<double>((out - exact).cwiseAbs().maxCoeff());
+  state.counters["rel_err"] = salt::bench::relative_error(out, p.exact);
+  state.counters["max_err"] = static_cast<double>((out - p.exact).cwiseAbs().maxCoeff());
   state.counters["pairs_frac_of_dense"] = salt::lsh_visited_pairs(L, opt) / static_cast<double>(L * L);
 }
 

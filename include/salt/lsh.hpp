@@ -53,6 +53,7 @@
 #include "attention.hpp"
 #include "config.hpp"
 #include "detail/engine.hpp"
+#include "detail/gemm.hpp"
 #include "detail/workspace.hpp"
 #include "error.hpp"
 #include "lsh/chunk_mask.hpp"
@@ -193,7 +194,7 @@ void check_lsh_rotations(const lsh_rotations<T>& rot, const lsh_options& opt, in
 /// thread. Buffers are uninitialised; every entry a call reads it writes first.
 template <class T>
 struct lsh_workspace {
-  std::unique_ptr<T[]> q, k, v, o, lse;
+  std::unique_ptr<T[]> q, key_scale, v, o, lse;
   std::unique_ptr<std::int32_t[]> pos, bucket;
   index rows = 0, d = 0, dv = 0;
 
@@ -204,11 +205,10 @@ struct lsh_workspace {
     dv = std::max(dv, dv_);
     const auto n = [](index x) { return static_cast<std::size_t>(std::max<index>(x, 1)); };
     q.reset();  // release before allocating the larger buffers
-    k.reset();
     v.reset();
     o.reset();
     q.reset(new T[n(rows * d)]);
-    k.reset(new T[n(rows * d)]);
+    key_scale.reset(new T[n(rows)]);
     v.reset(new T[n(rows * dv)]);
     o.reset(new T[n(rows * dv)]);
     lse.reset(new T[n(rows)]);
@@ -242,13 +242,15 @@ index lsh_bucket_of(const T* rotated, const std::vector<index>& factors) noexcep
   return bucket;
 }
 
-/// rotated (1, cols) = x (1, d) R (d, cols), cols = n_hashes * w: one vector at a time through Eigen's
-/// vectorised matrix-vector product, so lsh_buckets and lsh_attention hash every vector identically whatever
-/// the sequence length.
+/// Positions hashed per matrix product.
+inline constexpr index lsh_hash_block = 64;
+
+/// rotated (n, cols) = x (n rows of d, row stride ldx) R (d, cols), cols = n_hashes * w, for n <= lsh_hash_block:
+/// one packed matrix product per block of positions. lsh_buckets and lsh_attention both hash through it, so
+/// they agree bit for bit; each entry is a fixed-order sum over d whatever the block.
 template <class T>
-void lsh_rotate(const T* x, index d, const T* R, index cols, T* rotated) noexcept {
-  using row = Eigen::Matrix<T, 1, Eigen::Dynamic>;
-  Eigen::Map<row>(rotated, cols).noalias() = Eigen::Map<const row>(x, d) * Eigen::Map<const row_matrix<T>>(R, d, cols);
+void lsh_rotate(const T* x, index n, index d, index ldx, const T* R, index cols, T* rotated) noexcept {
+  gemm<T, false, false>(n, cols, d, x, ldx, R, cols, rotated, cols, false);
 }
 
 }  // namespace detail
@@ -267,12 +269,14 @@ Eigen::Matrix<index, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> lsh_bucket
   detail::check_lsh_rotations(rot, opt, rot.heads(), qk.cols(), api);
   const matrix_cref<T> x(qk);
   const auto R = rot.head(head);  // (d, n_hashes * w)
-  std::vector<T> rotated(static_cast<std::size_t>(R.cols()));
+  std::vector<T> rotated(static_cast<std::size_t>(detail::lsh_hash_block * R.cols()));
   Eigen::Matrix<index, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> b(opt.n_hashes, x.rows());
-  for (index p = 0; p < x.rows(); ++p) {
-    detail::lsh_rotate(x.row(p).data(), x.cols(), R.data(), R.cols(), rotated.data());
-    for (index r = 0; r < opt.n_hashes; ++r)
-      b(r, p) = detail::lsh_bucket_of(rotated.data() + r * rot.width(), opt.n_buckets);
+  for (index p0 = 0; p0 < x.rows(); p0 += detail::lsh_hash_block) {
+    const index n = std::min(detail::lsh_hash_block, x.rows() - p0);
+    detail::lsh_rotate(x.row(p0).data(), n, x.cols(), x.outerStride(), R.data(), R.cols(), rotated.data());
+    for (index i = 0; i < n; ++i)
+      for (index r = 0; r < opt.n_hashes; ++r)
+        b(r, p0 + i) = detail::lsh_bucket_of(rotated.data() + i * R.cols() + r * rot.width(), opt.n_buckets);
   }
   return b;
 }
@@ -331,7 +335,7 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
   detail::lsh_workspace<T>& ws = detail::lsh_workspace<T>::for_this_thread();
   ws.reserve(heads_all * rows, d, dv);
   T* const qs = ws.q.get();
-  T* const ks = ws.k.get();
+  T* const kscale = ws.key_scale.get();
   T* const vs = ws.v.get();
   T* const os = ws.o.get();
   T* const ls = ws.lse.get();
@@ -358,11 +362,15 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
     // buckets: (rounds, Lp) bucket of every position (nb: padding, sorted last).
     if (hashed) {
       const auto R = rot.head(h);  // (d, rounds * w)
-      for (index p = 0; p < L; ++p) {
-        const bool ok = key_valid(b, p);
-        if (ok) detail::lsh_rotate(X.row(p), d, R.data(), rounds * w, rotated.data());
-        for (index r = 0; r < rounds; ++r)
-          buckets[static_cast<std::size_t>(r * Lp + p)] = ok ? detail::lsh_bucket_of(rotated.data() + r * w, opt.n_buckets) : nb;
+      for (index p0 = 0; p0 < L; p0 += detail::lsh_hash_block) {
+        const index n = std::min(detail::lsh_hash_block, L - p0);
+        detail::lsh_rotate(X.row(p0), n, d, X.row_stride, R.data(), rounds * w, rotated.data());
+        for (index i = 0; i < n; ++i) {
+          const bool ok = key_valid(b, p0 + i);
+          for (index r = 0; r < rounds; ++r)
+            buckets[static_cast<std::size_t>(r * Lp + p0 + i)] =
+                ok ? detail::lsh_bucket_of(rotated.data() + i * rounds * w + r * w, opt.n_buckets) : nb;
+        }
       }
       for (index r = 0; r < rounds; ++r)
         for (index p = L; p < Lp; ++p) buckets[static_cast<std::size_t>(r * Lp + p)] = nb;
@@ -392,7 +400,7 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
       inv_rms[static_cast<std::size_t>(p)] = static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(d) + 1e-6));
     }
     T* qd = qs + bh * rows * d;
-    T* kd = ks + bh * rows * d;
+    T* kf = kscale + bh * rows;
     T* vd = vs + bh * rows * dv;
     constexpr index ahead = 8;  // rows are read in sorted, hence random, order: ask for them early
     for (index s = 0; s < rows; ++s) {
@@ -406,16 +414,13 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
       const index p = P[s];
       if (p >= L) {  // model padding rows: zeros, never seen as keys, their outputs dropped
         std::fill_n(qd + s * d, d, T(0));
-        std::fill_n(kd + s * d, d, T(0));
+        kf[s] = T(0);
         std::fill_n(vd + s * dv, dv, T(0));
         continue;
       }
       const T* x = X.row(p);
-      const T f = inv_rms[static_cast<std::size_t>(p)];
-      for (index j = 0; j < d; ++j) {
-        qd[s * d + j] = x[j];
-        kd[s * d + j] = x[j] * f;
-      }
+      kf[s] = inv_rms[static_cast<std::size_t>(p)];
+      std::copy_n(x, d, qd + s * d);
       const T* vr = V.row(p);
       for (index j = 0; j < dv; ++j) vd[s * dv + j] = vr[j];
     }
@@ -436,7 +441,7 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
     };
     std::vector<scratch> spaces(static_cast<std::size_t>(threads_wanted));
     for (scratch& sp : spaces) {
-      sp.rotated.resize(static_cast<std::size_t>(rounds * w));
+      sp.rotated.resize(static_cast<std::size_t>(detail::lsh_hash_block * rounds * w));
       sp.buckets.resize(static_cast<std::size_t>(rounds * Lp));
       sp.counts.resize(static_cast<std::size_t>(nb + 2));
       sp.inv_rms.resize(static_cast<std::size_t>(L));
@@ -458,12 +463,12 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
   detail::lsh_band band{chunk, rows / chunk, hashed ? opt.chunks_before : 0, hashed ? opt.chunks_after : 0, Lp};
   const detail::lsh_chunk_mask mask{pos, bkt, H, rows, band, opt.causal, hashed && opt.bucket_pure,
                                     !opt.causal && !(hashed && opt.bucket_pure) && !any_invalid};
-  const detail::lsh_self_score score{pos, H, rows, band, 1.0 / std::sqrt(static_cast<double>(d))};
+  const detail::lsh_self_score<T> score{pos, kscale, H, rows, band, 1.0 / std::sqrt(static_cast<double>(d))};
   const tensor_view<const T> qv{qs, B, H, rows, d, H * rows * d, rows * d, d};
-  const tensor_view<const T> kv{ks, B, H, rows, d, H * rows * d, rows * d, d};
+  const tensor_view<const T> kv = qv;  // keys are the queries, scaled per key by the score (key_scale)
   const tensor_view<const T> vv{vs, B, H, rows, dv, H * rows * dv, rows * dv, dv};
   const tensor_view<T> ov{os, B, H, rows, dv, H * rows * dv, rows * dv, dv};
-  detail::run_engine(detail::engine_problem<T, detail::lsh_chunk_mask, detail::lsh_self_score>{
+  detail::run_engine(detail::engine_problem<T, detail::lsh_chunk_mask, detail::lsh_self_score<T>>{
       qv, kv, vv, ov, lse_view<T>{ls, H * rows, rows}, mask, score, run.threads});
 
   // Unsort and merge the rounds by their LSE, per head (independent, so thread-count invariant).

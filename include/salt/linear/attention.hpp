@@ -42,12 +42,13 @@
 
 #include "../attention.hpp"
 #include "../config.hpp"
+#include "../detail/gemm.hpp"
+#include "../detail/simd.hpp"
 #include "../detail/workspace.hpp"
 #include "../error.hpp"
 #include "../mask.hpp"
 #include "../tensor.hpp"
 #include "feature_map.hpp"
-#include "gemm.hpp"
 
 #if SALT_HAS_OPENMP
 #include <omp.h>
@@ -168,7 +169,7 @@ void absorb_keys(const Map& map, linear_workspace<T>& ws, const head_view<const 
       else for (index l = 0; l < m; ++l) row[l] *= w;
     }
   }
-  linear_gemm<T, true, false>(m, ws.dv, n, ws.phi_k.data(), m, v.row(j0), v.row_stride, ws.s.data(), ws.dv, true);
+  gemm<T, true, false>(m, ws.dv, n, ws.phi_k.data(), m, v.row(j0), v.row_stride, ws.s.data(), ws.dv, true);
   for (index j = 0; j < n; ++j)
     for (index l = 0; l < m; ++l) ws.z[l] += ws.phi_k[j * m + l];
 }
@@ -186,7 +187,7 @@ void write_row(const T* num, T den, index dv, T* out) noexcept {
 /// num (n, dv) = phi_q S and den = phi_q . z for the n rows in ws.phi_q.
 template <class T>
 void read_state(linear_workspace<T>& ws, index n) {
-  linear_gemm<T, false, false>(n, ws.dv, ws.m, ws.phi_q.data(), ws.m, ws.s.data(), ws.dv, ws.num.data(), ws.dv, false);
+  gemm<T, false, false>(n, ws.dv, ws.m, ws.phi_q.data(), ws.m, ws.s.data(), ws.dv, ws.num.data(), ws.dv, false);
   const Eigen::Map<const column<T>> z(ws.z.data(), ws.m);
   for (index i = 0; i < n; ++i)
     ws.den[i] = Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(ws.phi_q.data() + i * ws.m, ws.m) * z;
@@ -219,10 +220,7 @@ void causal_head(const Map& map, linear_workspace<T>& ws, const head_view<const 
     const index nk = b - a, diag = i0 + shift - a;
     map_rows(map, q, i0, rows, m, ws.phi_q.data(), ws.cq.data());
     if (nk > 0) map_rows(map, k, a, nk, m, ws.phi_k.data(), ws.ck.data());
-    const bool values_finite =
-        nk == 0 || Eigen::Map<const row_matrix<T>, 0, Eigen::OuterStride<>>(v.row(a), nk, dv,
-                                                                             Eigen::OuterStride<>(v.row_stride))
-                       .allFinite();
+    const bool values_finite = nk == 0 || all_finite(v.row(a), nk, dv, v.row_stride);
     // Passes over the chunk's keys: one, unless a key's scale jumps past the reference margin; a pass
     // starts at that key, with the reference raised to its scale. Pass shapes never change, so a row's
     // arithmetic depends only on the keys it sees.
@@ -251,7 +249,7 @@ void causal_head(const Map& map, linear_workspace<T>& ws, const head_view<const 
       if (r0 < r1) {
         read_state(ws, rows);
         if (nk > 0) {
-          linear_gemm<T, false, true>(rows, nk, m, ws.phi_q.data(), m, kp, m, ws.a.data(), C, false);
+          gemm<T, false, true>(rows, nk, m, ws.phi_q.data(), m, kp, m, ws.a.data(), C, false);
           for (index i = 0; i < rows; ++i) {  // causal mask inside the chunk, and the denominator's part
             T* ai = ws.a.data() + i * C;
             const index seen = std::clamp<index>(i + diag + 1, 0, nk);
@@ -264,7 +262,7 @@ void causal_head(const Map& map, linear_workspace<T>& ws, const head_view<const 
             ws.den[i] += sum;
           }
           if (values_finite) {
-            linear_gemm<T, false, false>(rows, dv, nk, ws.a.data(), C, v.row(a), v.row_stride, ws.num.data(), dv, true);
+            gemm<T, false, false>(rows, dv, nk, ws.a.data(), C, v.row(a), v.row_stride, ws.num.data(), dv, true);
           } else {  // 0 * inf would leak a later value into earlier rows: sum only the visible keys
             for (index i = 0; i < rows; ++i)
               for (index j = 0, seen = std::clamp<index>(i + diag + 1, 0, nk); j < seen; ++j)
@@ -277,7 +275,7 @@ void causal_head(const Map& map, linear_workspace<T>& ws, const head_view<const 
         }
       }
       if (nk > 0) {
-        linear_gemm<T, true, false>(m, dv, nk, kp, m, v.row(a), v.row_stride, ws.s.data(), dv, true);
+        gemm<T, true, false>(m, dv, nk, kp, m, v.row(a), v.row_stride, ws.s.data(), dv, true);
         for (index j = 0; j < nk; ++j)
           for (index l = 0; l < m; ++l) ws.z[l] += kp[j * m + l];
       }

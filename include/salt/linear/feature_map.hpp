@@ -34,9 +34,9 @@
 #include <type_traits>
 
 #include "../config.hpp"
+#include "../detail/gemm.hpp"
 #include "../error.hpp"
 #include "../tensor.hpp"
-#include "gemm.hpp"
 #include "random_features.hpp"
 
 namespace salt {
@@ -73,7 +73,7 @@ void check_feature_map(const F& f, index d, const char* api) {
 /// phi (rows, m) = x (rows, d) * w^T, with w (m, d) row-major.
 template <class T>
 void project_rows(const feature_input<T>& x, const row_matrix<T>& w, feature_output<T>& phi) {
-  linear_gemm<T, false, true>(x.rows(), w.rows(), x.cols(), x.data(), x.outerStride(), w.data(), w.cols(),
+  gemm<T, false, true>(x.rows(), w.rows(), x.cols(), x.data(), x.outerStride(), w.data(), w.cols(),
                               phi.data(), phi.outerStride(), false);
 }
 

@@ -154,13 +154,17 @@ struct lsh_chunk_mask {
   }
 };
 
-/// Scores of LSH attention: scale * q.k from the engine, then every copy of the query's own position gets
+/// Scores of LSH attention: the engine's scale * q_i.q_j times key j's inverse RMS length (the keys are the
+/// queries normalised: one sorted copy serves as both, and the normalisation is applied here, a row of the
+/// key-major tile at a time), then every copy of the query's own position gets
 /// -1e5 (HuggingFace's self_mask_value_float32: a token attends to itself only when it has no other valid
 /// key), and where the cyclic band reaches a chunk m > 1 times, log m is added (the m copies of each key
 /// that HuggingFace's softmax holds, merged). The self test is a diagonal when the tile's queries and keys lie
 /// in one round (a position appears once per round), a full comparison otherwise.
+template <class T>
 struct lsh_self_score {
   const std::int32_t* pos = nullptr;  // as lsh_chunk_mask::pos
+  const T* key_scale = nullptr;       // (batch, heads, rows): 1 / RMS length of each sorted row's vector
   index heads = 1, rows = 0;
   lsh_band band;
   double scale = 1;
@@ -173,6 +177,12 @@ struct lsh_self_score {
   void apply(const logit_tile<U>& t, const problem_shape& s) const noexcept {
     constexpr U self_value = U(-1e5);
     const std::int32_t* p = pos + (s.batch * heads + s.head) * rows;
+    const T* f = key_scale + (s.batch * heads + s.head) * rows + t.k_begin;
+    for (index j = 0; j < t.keys; ++j) {
+      U* row = t.key_row(j);
+      const U fj = static_cast<U>(f[j]);
+      for (index i = 0; i < t.queries; ++i) row[i] *= fj;
+    }
     const index R = band.round_rows;
     const bool one_round = t.q_begin / R == (t.q_begin + t.queries - 1) / R &&
                            t.k_begin / R == (t.k_begin + t.keys - 1) / R && t.q_begin / R == t.k_begin / R;
