@@ -116,28 +116,40 @@ inline constexpr T linear_rescale_margin = std::is_same_v<T, float> ? T(27.72588
 inline constexpr index linear_default_chunk = 64;
 
 /// One thread's buffers for one call, allocated once, and the state of the head it is working on.
+///
+/// The state and a chunk's keys share one row-major buffer of m columns: rows [0, dv) hold S^T, row dv holds
+/// z^T, and rows dv + 1 on the chunk's (weighted) key features phi(K_c). So one product
+/// phi(Q_c) [S^T; z^T; phi(K_c)]^T gives the numerators, the denominators and the chunk's scores
+/// [num | den | A] at once, in `reads` (C, dv + 1 + C), and the state update S^T += V_c^T phi(K_c) reads the
+/// keys where they lie. The chunk's values are copied once into `values` (C, dv + 1) with a column of ones,
+/// so that the products with them also sum the keys (z += phi(K_c)^T 1) and the scores (den += A 1).
 template <class T>
 struct linear_workspace {
-  index chunk, m, dv;
-  aligned_buffer<T> phi_q, phi_k, kt, cq, ck, a, num, den, s, z;
-  T ref = -std::numeric_limits<T>::infinity();  // log-offset of s and z
+  index chunk, m, dv, width;  // width = dv + 1 + chunk: rows of `state`, columns of `reads`
+  aligned_buffer<T> phi_q, phi_k, cq, ck, state, reads, values;
+  T ref = -std::numeric_limits<T>::infinity();  // log-offset of S and z
 
   linear_workspace(index chunk_, index m_, index dv_)
-      : chunk(chunk_), m(m_), dv(dv_),
-        phi_q(chunk_ * m_), phi_k(chunk_ * m_), kt(chunk_ * m_), cq(chunk_), ck(chunk_), a(chunk_ * chunk_),
-        num(chunk_ * dv_), den(chunk_), s(m_ * dv_), z(m_) {}
+      : chunk(chunk_), m(m_), dv(dv_), width(dv_ + 1 + chunk_),
+        phi_q(chunk_ * m_), phi_k(chunk_ * m_), cq(chunk_), ck(chunk_), state(width * m_), reads(chunk_ * width),
+        values(chunk_ * (dv_ + 1)) {}
+
+  T* s_t() noexcept { return state.data(); }                    // (dv, m): S^T
+  T* z() noexcept { return state.data() + dv * m; }             // (m)
+  T* keys() noexcept { return state.data() + (dv + 1) * m; }    // (chunk, m): this chunk's phi(K), weighted
+  T* num(index i) noexcept { return reads.data() + i * width; }  // (dv) of row i
+  T& den(index i) noexcept { return reads[i * width + dv]; }
+  T* scores(index i) noexcept { return reads.data() + i * width + dv + 1; }  // (chunk) of row i
 
   void reset_state() noexcept {
-    std::fill_n(s.data(), m * dv, T(0));
-    std::fill_n(z.data(), m, T(0));
+    std::fill_n(state.data(), (dv + 1) * m, T(0));
     ref = -std::numeric_limits<T>::infinity();
   }
   /// Moves the reference to r (> ref), rescaling the state. A state with no reference is all zeros.
   void raise_ref(T r) noexcept {
     if (ref != -std::numeric_limits<T>::infinity()) {
       const T f = std::exp(ref - r);
-      for (index i = 0; i < m * dv; ++i) s[i] *= f;
-      for (index i = 0; i < m; ++i) z[i] *= f;
+      for (index i = 0; i < (dv + 1) * m; ++i) state[i] *= f;
     }
     ref = r;
   }
@@ -152,26 +164,63 @@ void map_rows(const Map& map, const head_view<const T>& x, index r0, index n, in
   map.map(in, feature_output<T>(buf, n, m, Eigen::OuterStride<>(m)), Map::log_scaled() ? scale : nullptr);
 }
 
+/// The features of a chunk's n keys, [j0, j0 + n) of a head: maps without a scale write them straight into
+/// ws.keys(); log-scaled maps into ws.phi_k with their scales in ws.ck, for stage_keys to weigh.
+template <class T, class Map>
+void map_keys(const Map& map, linear_workspace<T>& ws, const head_view<const T>& k, index j0, index n) {
+  map_rows(map, k, j0, n, ws.m, Map::log_scaled() ? ws.phi_k.data() : ws.keys(), ws.ck.data());
+}
+
+/// For log-scaled maps, ws.keys() = the features in ws.phi_k weighted against the reference: keys outside
+/// [pa, pb) weigh 0 (a later pass takes them). Maps without a scale have their features there already.
+template <class T, class Map>
+void stage_keys(linear_workspace<T>& ws, index n, index pa, index pb) {
+  if constexpr (Map::log_scaled()) {
+    const index m = ws.m;
+    for (index j = 0; j < n; ++j) {
+      T* row = ws.keys() + j * m;
+      const T* src = ws.phi_k.data() + j * m;
+      const T w = j >= pa && j < pb ? ws.weight(ws.ck[j]) : T(0);
+      if (w == T(0)) std::fill_n(row, m, T(0));
+      else for (index l = 0; l < m; ++l) row[l] = src[l] * w;
+    }
+  }
+}
+
+/// ws.values = [V | 1] for value rows [a, a + n) of a head; whether they are all finite.
+template <class T>
+bool stage_values(linear_workspace<T>& ws, const head_view<const T>& v, index a, index n) {
+  const index w = ws.dv + 1;
+  for (index j = 0; j < n; ++j) {
+    std::copy_n(v.row(a + j), ws.dv, ws.values.data() + j * w);
+    ws.values[j * w + ws.dv] = T(1);
+  }
+  return all_finite(ws.values.data(), n, w, w);
+}
+
+/// [S^T; z^T] += [V_c | 1]^T phi(K_c) for the n keys in ws.keys() and their values in ws.values.
+template <class T>
+void update_state(linear_workspace<T>& ws, index n) {
+  gemm<T, true, false>(ws.dv + 1, ws.m, n, ws.values.data(), ws.dv + 1, ws.keys(), ws.m, ws.state.data(), ws.m, true);
+}
+
+/// Raises the reference past the largest key of the n in ws.ck when it passes the margin.
+template <class T>
+void raise_for(linear_workspace<T>& ws, index n) {
+  T top = -std::numeric_limits<T>::infinity();
+  for (index j = 0; j < n; ++j) top = ws.ck[j] > top ? ws.ck[j] : top;
+  if (top > ws.ref + linear_rescale_margin<T>) ws.raise_ref(top);
+}
+
 /// Adds keys [j0, j0 + n) of a head to the state, in any order (no output reads the state in between).
 template <class T, class Map>
 void absorb_keys(const Map& map, linear_workspace<T>& ws, const head_view<const T>& k, const head_view<const T>& v,
                  index j0, index n) {
-  const index m = ws.m;
-  map_rows(map, k, j0, n, m, ws.phi_k.data(), ws.ck.data());
-  if constexpr (Map::log_scaled()) {
-    T top = -std::numeric_limits<T>::infinity();
-    for (index j = 0; j < n; ++j) top = ws.ck[j] > top ? ws.ck[j] : top;
-    if (top > ws.ref + linear_rescale_margin<T>) ws.raise_ref(top);
-    for (index j = 0; j < n; ++j) {
-      const T w = ws.weight(ws.ck[j]);
-      T* row = ws.phi_k.data() + j * m;
-      if (w == T(0)) std::fill_n(row, m, T(0));
-      else for (index l = 0; l < m; ++l) row[l] *= w;
-    }
-  }
-  gemm<T, true, false>(m, ws.dv, n, ws.phi_k.data(), m, v.row(j0), v.row_stride, ws.s.data(), ws.dv, true);
-  for (index j = 0; j < n; ++j)
-    for (index l = 0; l < m; ++l) ws.z[l] += ws.phi_k[j * m + l];
+  map_keys(map, ws, k, j0, n);
+  if constexpr (Map::log_scaled()) raise_for(ws, n);
+  stage_keys<T, Map>(ws, n, 0, n);
+  stage_values(ws, v, j0, n);
+  update_state(ws, n);
 }
 
 /// Output row = num / den under the guard (zeros where |den| is below the smallest normal).
@@ -184,13 +233,11 @@ void write_row(const T* num, T den, index dv, T* out) noexcept {
   for (index c = 0; c < dv; ++c) out[c] = num[c] / den;
 }
 
-/// num (n, dv) = phi_q S and den = phi_q . z for the n rows in ws.phi_q.
+/// [num | den | A] (n, dv + 1 + nk) = phi_q (n, m) [S^T; z^T; keys (nk, m)]^T for the n rows in ws.phi_q.
 template <class T>
-void read_state(linear_workspace<T>& ws, index n) {
-  gemm<T, false, false>(n, ws.dv, ws.m, ws.phi_q.data(), ws.m, ws.s.data(), ws.dv, ws.num.data(), ws.dv, false);
-  const Eigen::Map<const column<T>> z(ws.z.data(), ws.m);
-  for (index i = 0; i < n; ++i)
-    ws.den[i] = Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(ws.phi_q.data() + i * ws.m, ws.m) * z;
+void read_state(linear_workspace<T>& ws, index n, index nk) {
+  gemm<T, false, true>(n, ws.dv + 1 + nk, ws.m, ws.phi_q.data(), ws.m, ws.state.data(), ws.m, ws.reads.data(),
+                       ws.width, false);
 }
 
 /// Non-causal queries of one head against the finished state in ws.
@@ -199,8 +246,8 @@ void noncausal_queries(const Map& map, linear_workspace<T>& ws, const head_view<
   for (index i0 = 0; i0 < q.rows; i0 += ws.chunk) {
     const index n = std::min(ws.chunk, q.rows - i0);
     map_rows(map, q, i0, n, ws.m, ws.phi_q.data(), ws.cq.data());
-    read_state(ws, n);
-    for (index i = 0; i < n; ++i) write_row(ws.num.data() + i * ws.dv, ws.den[i], ws.dv, out.row(i0 + i));
+    read_state(ws, n, 0);
+    for (index i = 0; i < n; ++i) write_row(ws.num(i), ws.den(i), ws.dv, out.row(i0 + i));
   }
 }
 
@@ -219,66 +266,49 @@ void causal_head(const Map& map, linear_workspace<T>& ws, const head_view<const 
     const index a = std::clamp<index>(i0 + shift, 0, len), b = std::clamp<index>(i0 + rows + shift, 0, len);
     const index nk = b - a, diag = i0 + shift - a;
     map_rows(map, q, i0, rows, m, ws.phi_q.data(), ws.cq.data());
-    if (nk > 0) map_rows(map, k, a, nk, m, ws.phi_k.data(), ws.ck.data());
-    const bool values_finite = nk == 0 || all_finite(v.row(a), nk, dv, v.row_stride);
+    if (nk > 0) map_keys(map, ws, k, a, nk);
+    const bool values_finite = nk == 0 || stage_values(ws, v, a, nk);
     // Passes over the chunk's keys: one, unless a key's scale jumps past the reference margin; a pass
     // starts at that key, with the reference raised to its scale. Pass shapes never change, so a row's
     // arithmetic depends only on the keys it sees.
     index pa = 0;
     do {
       index pb = nk;
-      const T* kp = ws.phi_k.data();
       if constexpr (Map::log_scaled()) {
         if (nk > 0) {
           if (ws.ck[pa] > ws.ref + linear_rescale_margin<T>) ws.raise_ref(ws.ck[pa]);
           pb = pa + 1;
           while (pb < nk && !(ws.ck[pb] > ws.ref + linear_rescale_margin<T>)) ++pb;
         }
-        for (index j = 0; j < nk; ++j) {
-          T* row = ws.kt.data() + j * m;
-          const T w = j >= pa && j < pb ? ws.weight(ws.ck[j]) : T(0);
-          if (w == T(0)) std::fill_n(row, m, T(0));
-          else for (index l = 0; l < m; ++l) row[l] = ws.phi_k[j * m + l] * w;
-        }
-        kp = ws.kt.data();
       }
+      stage_keys<T, Map>(ws, nk, pa, pb);
       // Rows this pass answers: last visible key in [pa, pb); the first pass also takes rows that see no
       // key of the chunk, the last one rows past the chunk's keys.
       const index r0 = pa == 0 ? 0 : std::clamp<index>(pa - diag, 0, rows);
       const index r1 = pb == nk ? rows : std::clamp<index>(pb - diag, 0, rows);
       if (r0 < r1) {
-        read_state(ws, rows);
+        read_state(ws, rows, nk);
         if (nk > 0) {
-          gemm<T, false, true>(rows, nk, m, ws.phi_q.data(), m, kp, m, ws.a.data(), C, false);
-          for (index i = 0; i < rows; ++i) {  // causal mask inside the chunk, and the denominator's part
-            T* ai = ws.a.data() + i * C;
+          for (index i = 0; i < rows; ++i) {  // causal mask inside the chunk
+            T* ai = ws.scores(i);
             const index seen = std::clamp<index>(i + diag + 1, 0, nk);
-            // One select-and-sum pass (a fill of the tail would be a memset call per row).
-            T sum = 0;
-            for (index j = 0; j < nk; ++j) {
-              ai[j] = j < seen ? ai[j] : T(0);
-              sum += ai[j];
-            }
-            ws.den[i] += sum;
+            for (index j = seen; j < nk; ++j) ai[j] = T(0);
           }
-          if (values_finite) {
-            gemm<T, false, false>(rows, dv, nk, ws.a.data(), C, v.row(a), v.row_stride, ws.num.data(), dv, true);
+          if (values_finite) {  // [num | den] += A [V | 1]
+            gemm<T, false, false>(rows, dv + 1, nk, ws.scores(0), ws.width, ws.values.data(), dv + 1, ws.num(0),
+                                  ws.width, true);
           } else {  // 0 * inf would leak a later value into earlier rows: sum only the visible keys
             for (index i = 0; i < rows; ++i)
               for (index j = 0, seen = std::clamp<index>(i + diag + 1, 0, nk); j < seen; ++j)
-                for (index c = 0; c < dv; ++c) ws.num[i * dv + c] += ws.a[i * C + j] * v.row(a + j)[c];
+                for (index c = 0; c <= dv; ++c) ws.num(i)[c] += ws.scores(i)[j] * ws.values[j * (dv + 1) + c];
           }
         }
         for (index i = r0; i < r1; ++i) {
           if (i + diag < 0) std::fill_n(out.row(i0 + i), dv, T(0));  // sees no key at all
-          else write_row(ws.num.data() + i * dv, ws.den[i], dv, out.row(i0 + i));
+          else write_row(ws.num(i), ws.den(i), dv, out.row(i0 + i));
         }
       }
-      if (nk > 0) {
-        gemm<T, true, false>(m, dv, nk, kp, m, v.row(a), v.row_stride, ws.s.data(), dv, true);
-        for (index j = 0; j < nk; ++j)
-          for (index l = 0; l < m; ++l) ws.z[l] += kp[j * m + l];
-      }
+      if (nk > 0) update_state(ws, nk);
       pa = pb;
     } while (pa < nk);
   }
@@ -324,22 +354,20 @@ void linear_attention_impl(const tensor_view<const T>& q, const tensor_view<cons
                   length(b));
     });
   } else {
-    // The state of every (batch item, K/V head): s (m, dv) then z (m).
-    const index per = m * dv + m;
+    // The state of every (batch item, K/V head): S^T (dv, m) then z (m).
+    const index per = (dv + 1) * m;
     aligned_buffer<T> states(B * Hkv * per);
     linear_for<T>(B * Hkv, opts, chunk, m, dv, [&](linear_workspace<T>& ws, index it) {
       const index b = it / Hkv, h = it % Hkv;
       ws.reset_state();
       for (index j0 = 0, len = length(b); j0 < len; j0 += chunk)
         absorb_keys(map, ws, k.head(b, h), v.head(b, h), j0, std::min(chunk, len - j0));
-      std::copy_n(ws.s.data(), m * dv, states.data() + it * per);
-      std::copy_n(ws.z.data(), m, states.data() + it * per + m * dv);
+      std::copy_n(ws.state.data(), per, states.data() + it * per);
     });
     linear_for<T>(B * Hq, opts, chunk, m, dv, [&](linear_workspace<T>& ws, index it) {
       const index b = it / Hq, h = it % Hq;
       const T* st = states.data() + (b * Hkv + h / group) * per;
-      std::copy_n(st, m * dv, ws.s.data());
-      std::copy_n(st + m * dv, m, ws.z.data());
+      std::copy_n(st, per, ws.state.data());
       noncausal_queries(map, ws, q.head(b, h), out.head(b, h));
     });
   }

@@ -35,6 +35,7 @@
 
 #include "../config.hpp"
 #include "../detail/gemm.hpp"
+#include "../detail/simd.hpp"
 #include "../error.hpp"
 #include "../tensor.hpp"
 #include "random_features.hpp"
@@ -68,6 +69,18 @@ void check_feature_map(const F& f, index d, const char* api) {
   if constexpr (requires { f.check(d, api); }) f.check(d, api);
   const index m = f.features(d);
   require(m >= 1, api, ": the feature map gives ", m, " features for d = ", d);
+}
+
+/// x[i] = e^(x[i] - top) for i < n, every x[i] <= top: the engine's vectorised exponential (a few ulp,
+/// exact 0 for -inf), twice as fast here as Eigen's.
+template <class T>
+void exp_shifted(T* x, index n, T top) noexcept {
+  using P = packet<T>;
+  constexpr int N = lanes<T>;
+  const P log2e = ei::pset1<P>(T(1.4426950408889634074)), shift = ei::pset1<P>(top);
+  index i = 0;
+  for (; i + N <= n; i += N) ei::pstoreu(x + i, pexp2<T>(ei::pmul(ei::psub(ei::ploadu<P>(x + i), shift), log2e)));
+  for (; i < n; ++i) x[i] = std::exp(x[i] - top);
 }
 
 /// phi (rows, m) = x (rows, d) * w^T, with w (m, d) row-major.
@@ -106,7 +119,7 @@ class favor_plus {
     const T log_norm = static_cast<T>(-0.5 * std::log(static_cast<double>(w_.rows())));
     for (index r = 0; r < x.rows(); ++r) {
       const T top = phi.row(r).maxCoeff();
-      phi.row(r) = (phi.row(r).array() - top).exp().matrix();
+      detail::exp_shifted(phi.data() + r * phi.outerStride(), phi.cols(), top);
       log_scale[r] = top - x.row(r).squaredNorm() * half_norm + log_norm;
     }
   }
