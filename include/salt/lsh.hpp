@@ -190,12 +190,22 @@ void check_lsh_rotations(const lsh_rotations<T>& rot, const lsh_options& opt, in
           " columns per round but n_buckets needs sum/2 = ", opt.rotation_width());
 }
 
-/// LSH attention's per-thread scratch: the sorted copies of one call, reused by the next call on the same
-/// thread. Buffers are uninitialised; every entry a call reads it writes first.
+/// What one thread of a call needs while it hashes, sorts and merges a head.
+template <class T>
+struct lsh_head_scratch {
+  std::vector<T> rotated;                    // (lsh_hash_block, rounds * w)
+  std::vector<index> buckets, counts, where;  // (rounds, Lp), (buckets + 2), (rounds, L)
+  std::vector<T> inv_rms;                    // (L)
+};
+
+/// LSH attention's per-thread scratch: the sorted copies of one call and the scratch of its worker threads,
+/// reused by the next call on the same thread. Buffers are uninitialised; every entry a call reads it writes
+/// first.
 template <class T>
 struct lsh_workspace {
   std::unique_ptr<T[]> q, key_scale, v, o, lse;
   std::unique_ptr<std::int32_t[]> pos, bucket;
+  std::vector<lsh_head_scratch<T>> heads;  // one per worker thread
   index rows = 0, d = 0, dv = 0;
 
   void reserve(index rows_, index d_, index dv_) {
@@ -328,6 +338,7 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
   const index chunk = hashed ? c : L, rows = rounds * Lp;
   detail::require(rows < (index{1} << 31), api, ": n_hashes * padded length = ", rows, " rows exceed 2^31");
   const index nb = opt.buckets(), w = opt.rotation_width(), heads_all = B * H;
+  constexpr index lsh_ahead = 8;  // rows prefetched ahead where sorted rows are gathered
 
   // Workspaces, (B, H, rows, .) each: sorted qk (queries), normalised keys, values, outputs, LSEs, positions,
   // buckets. Kept per calling thread between calls (grown, never shrunk; released at thread exit): touching
@@ -402,11 +413,10 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
     T* qd = qs + bh * rows * d;
     T* kf = kscale + bh * rows;
     T* vd = vs + bh * rows * dv;
-    constexpr index ahead = 8;  // rows are read in sorted, hence random, order: ask for them early
     for (index s = 0; s < rows; ++s) {
 #if defined(__GNUC__)
-      if (s + ahead < rows && P[s + ahead] < L) {
-        const index pa = P[s + ahead];
+      if (s + lsh_ahead < rows && P[s + lsh_ahead] < L) {  // rows are read in sorted, hence random, order
+        const index pa = P[s + lsh_ahead];
         for (index j = 0; j < d; j += 16) __builtin_prefetch(X.row(pa) + j);
         for (index j = 0; j < dv; j += 16) __builtin_prefetch(V.row(pa) + j);
       }
@@ -432,31 +442,30 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
 #else
       1;
 #endif
-  {
-    // Per-thread scratch, allocated before any parallel region so that allocation failure throws.
-    struct scratch {
-      std::vector<T> rotated;
-      std::vector<index> buckets, counts;
-      std::vector<T> inv_rms;
-    };
-    std::vector<scratch> spaces(static_cast<std::size_t>(threads_wanted));
-    for (scratch& sp : spaces) {
-      sp.rotated.resize(static_cast<std::size_t>(detail::lsh_hash_block * rounds * w));
-      sp.buckets.resize(static_cast<std::size_t>(rounds * Lp));
-      sp.counts.resize(static_cast<std::size_t>(nb + 2));
-      sp.inv_rms.resize(static_cast<std::size_t>(L));
-    }
+  // The worker threads' scratch, sized before any parallel region so that allocation failure throws, and
+  // kept with the workspace (a fresh megabyte per call cost its page faults again every call).
+  if (ws.heads.size() < static_cast<std::size_t>(threads_wanted)) ws.heads.resize(static_cast<std::size_t>(threads_wanted));
+  for (index t = 0; t < threads_wanted; ++t) {
+    detail::lsh_head_scratch<T>& sp = ws.heads[static_cast<std::size_t>(t)];
+    sp.rotated.resize(static_cast<std::size_t>(detail::lsh_hash_block * rounds * w));
+    sp.buckets.resize(static_cast<std::size_t>(rounds * Lp));
+    sp.counts.resize(static_cast<std::size_t>(nb + 2));
+    sp.where.resize(static_cast<std::size_t>(rounds * L));
+    sp.inv_rms.resize(static_cast<std::size_t>(L));
+  }
+  auto scratch_of_this_thread = [&]() -> detail::lsh_head_scratch<T>& {
+#if SALT_HAS_OPENMP
+    return ws.heads[static_cast<std::size_t>(omp_get_thread_num())];
+#else
+    return ws.heads[0];
+#endif
+  };
 #if SALT_HAS_OPENMP
 #pragma omp parallel for num_threads(threads_wanted) schedule(dynamic, 1) if (threads_wanted > 1)
 #endif
-    for (index bh = 0; bh < heads_all; ++bh) {
-#if SALT_HAS_OPENMP
-      scratch& sp = spaces[static_cast<std::size_t>(omp_get_thread_num())];
-#else
-      scratch& sp = spaces[0];
-#endif
-      prepare(bh, sp.rotated, sp.buckets, sp.counts, sp.inv_rms);
-    }
+  for (index bh = 0; bh < heads_all; ++bh) {
+    detail::lsh_head_scratch<T>& sp = scratch_of_this_thread();
+    prepare(bh, sp.rotated, sp.buckets, sp.counts, sp.inv_rms);
   }
 
   // Attend: the engine once over every head's sorted rows, with the chunk band mask and the self score.
@@ -505,14 +514,10 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
       if (lse_out) lse_out[p] = total;
     }
   };
-  std::vector<std::vector<index>> wheres(static_cast<std::size_t>(threads_wanted),
-                                         std::vector<index>(static_cast<std::size_t>(rounds * L)));
 #if SALT_HAS_OPENMP
 #pragma omp parallel for num_threads(threads_wanted) schedule(dynamic, 1) if (threads_wanted > 1)
-  for (index bh = 0; bh < heads_all; ++bh) merge(bh, wheres[static_cast<std::size_t>(omp_get_thread_num())]);
-#else
-  for (index bh = 0; bh < heads_all; ++bh) merge(bh, wheres[0]);
 #endif
+  for (index bh = 0; bh < heads_all; ++bh) merge(bh, scratch_of_this_thread().where);
 }
 
 /// Multi-head LSH attention without the log-sum-exp.
