@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -307,6 +308,7 @@ int main(int argc, char** argv) {
     if (flag == "--max-seconds") max_seconds = std::atof(argv[i + 1]);
     else if (flag == "--out") out_dir = argv[i + 1];
   }
+  std::filesystem::create_directories(out_dir);
   const double peak = salt::bench::measure_fma_peak_gflops<float>(0.3);
   int threads = 1;
 #if SALT_HAS_OPENMP
