@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/alloc_counter.hpp"
+#include "common/benchmark_main.hpp"
 #include "common/approximations.hpp"
 #include "common/fma_peak.hpp"
 #include "common/problem.hpp"
@@ -127,12 +128,4 @@ BENCHMARK(BM_lsh_rounds_error)
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
 
-int main(int argc, char** argv) {
-  fma_peak_gflops = salt::bench::measure_fma_peak_gflops<float>(0.5);
-  benchmark::AddCustomContext("fma_peak_gflops_per_core", std::to_string(fma_peak_gflops));
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return salt::bench::benchmark_main(argc, argv, fma_peak_gflops); }

@@ -14,6 +14,7 @@
 
 #include "catch.hpp"
 #include "checks.hpp"
+#include "linear_reference.hpp"
 #include "reference.hpp"
 
 namespace {
@@ -23,42 +24,6 @@ using namespace salt::test;
 template <class U>
 using mat = salt::row_matrix<U>;
 
-/// phi(x) in precision U straight from the definitions (no stabiliser): the oracle's features.
-template <class U, class T>
-mat<U> scaled(const mat<T>& x) {
-  return x.template cast<U>() * std::pow(static_cast<U>(x.cols()), U(-0.25));
-}
-template <class U, class T>
-mat<U> features_def(const salt::favor_plus<T>& map, const mat<T>& x, const mat<T>& w) {
-  const mat<U> xs = scaled<U>(x), p = xs * w.template cast<U>().transpose();
-  mat<U> out(x.rows(), map.features(x.cols()));
-  for (idx r = 0; r < x.rows(); ++r)
-    out.row(r) = (p.row(r).array() - xs.row(r).squaredNorm() / 2).exp() / std::sqrt(static_cast<U>(w.rows()));
-  return out;
-}
-template <class U, class T>
-mat<U> features_def(const salt::favor_trig<T>&, const mat<T>& x, const mat<T>& w) {
-  const mat<U> xs = scaled<U>(x), p = xs * w.template cast<U>().transpose();
-  const idx m = w.rows();
-  mat<U> out(x.rows(), 2 * m);
-  for (idx r = 0; r < x.rows(); ++r) {
-    const U e = std::exp(xs.row(r).squaredNorm() / 2) / std::sqrt(static_cast<U>(m));
-    out.row(r).head(m) = p.row(r).array().cos() * e;
-    out.row(r).tail(m) = p.row(r).array().sin() * e;
-  }
-  return out;
-}
-template <class U, class T>
-mat<U> features_def(const salt::relu_features<T>& map, const mat<T>& x, const mat<T>& w) {
-  const mat<U> xs = scaled<U>(x);
-  const mat<U> p = w.size() ? mat<U>(xs * w.template cast<U>().transpose()) : xs;
-  return (p.array().max(U(0)) + static_cast<U>(map.epsilon())).matrix();
-}
-template <class U, class T>
-mat<U> features_def(const salt::elu_plus_one&, const mat<T>& x, const mat<T>&) {
-  const mat<U> xu = x.template cast<U>();
-  return (xu.array() > 0).select(xu.array() + 1, xu.array().exp()).matrix();
-}
 
 /// A user-defined map through the concept: phi(x) = relu(x)^2 + 1/2.
 struct squared_relu {
@@ -69,6 +34,7 @@ struct squared_relu {
     phi = (x.array().max(T(0)).square() + T(0.5)).matrix();
   }
 };
+using salt::test::features_def;  // the shipped maps' (linear_reference.hpp), beside this one
 template <class U, class T>
 mat<U> features_def(const squared_relu&, const mat<T>& x, const mat<T>&) {
   return (x.template cast<U>().array().max(U(0)).square() + U(0.5)).matrix();

@@ -10,6 +10,7 @@
 
 #include "catch.hpp"
 #include "checks.hpp"
+#include "linear_reference.hpp"
 #include "reference.hpp"
 
 namespace {
@@ -29,30 +30,6 @@ mat<U> phi_of(const Map& map, const mat<T>& x) {
           salt::feature_output<T>(f.data(), x.rows(), m, Eigen::OuterStride<>(m)), Map::log_scaled() ? scale.data() : nullptr);
   mat<U> out = f.template cast<U>();
   for (idx r = 0; r < x.rows(); ++r) out.row(r) *= std::exp(static_cast<U>(scale[static_cast<std::size_t>(r)]));
-  return out;
-}
-
-/// The definitions, in precision U, with W (m, d) and x' = x d^(-1/4).
-template <class U, class T>
-mat<U> favor_def(const mat<T>& x, const mat<T>& w) {
-  const U s = std::pow(static_cast<U>(x.cols()), U(-0.25));
-  const mat<U> xs = x.template cast<U>() * s, p = xs * w.template cast<U>().transpose();
-  mat<U> out(x.rows(), w.rows());
-  for (idx r = 0; r < x.rows(); ++r)
-    out.row(r) = (p.row(r).array() - xs.row(r).squaredNorm() / 2).exp() / std::sqrt(static_cast<U>(w.rows()));
-  return out;
-}
-template <class U, class T>
-mat<U> trig_def(const mat<T>& x, const mat<T>& w) {
-  const U s = std::pow(static_cast<U>(x.cols()), U(-0.25));
-  const mat<U> xs = x.template cast<U>() * s, p = xs * w.template cast<U>().transpose();
-  const idx m = w.rows();
-  mat<U> out(x.rows(), 2 * m);
-  for (idx r = 0; r < x.rows(); ++r) {
-    const U e = std::exp(xs.row(r).squaredNorm() / 2) / std::sqrt(static_cast<U>(m));
-    out.row(r).head(m) = p.row(r).array().cos() * e;
-    out.row(r).tail(m) = p.row(r).array().sin() * e;
-  }
   return out;
 }
 
@@ -141,21 +118,16 @@ TEMPLATE_TEST_CASE("feature maps match their definitions", "[linear][maps]", flo
     CAPTURE(d, sizeof(T));
     const mat<T> x = rng.matrix<T>(13, d, 1.5);
     const auto w = salt::random_features<T>::orthogonal(2 * d + 1, d, 4);
-    CHECK(row_relative_error(phi_of<U, T>(salt::favor_plus<T>(w), x), favor_def<U, T>(x, w.matrix())) < tol);
+    CHECK(row_relative_error(phi_of<U, T>(salt::favor_plus<T>(w), x), features_def<U>(salt::favor_plus<T>(w), x, w.matrix())) < tol);
     // Trig features: absolute error against exp(|x'|^2/2)/sqrt(m), as cos and sin cross zero.
-    const mat<U> tr = trig_def<U, T>(x, w.matrix()), tk = phi_of<U, T>(salt::favor_trig<T>(w), x);
+    const mat<U> tr = features_def<U>(salt::favor_trig<T>(w), x, w.matrix()), tk = phi_of<U, T>(salt::favor_trig<T>(w), x);
     for (idx r = 0; r < x.rows(); ++r)
       CHECK(static_cast<double>((tk.row(r) - tr.row(r)).cwiseAbs().maxCoeff()) <
             tol * static_cast<double>(tr.row(r).cwiseAbs().maxCoeff()) * (1 + d));
-    const U s = std::pow(static_cast<U>(d), U(-0.25));
-    const mat<U> xs = x.template cast<U>() * s;
-    const mat<U> relu_p = ((xs * w.matrix().template cast<U>().transpose()).array().max(U(0)) + U(T(0.01))).matrix();
-    CHECK(row_relative_error(phi_of<U, T>(salt::relu_features<T>(w, T(0.01)), x), relu_p) < tol * d);
-    const mat<U> relu_i = (xs.array().max(U(0)) + U(T(1e-3))).matrix();
-    CHECK(row_relative_error(phi_of<U, T>(salt::relu_features<T>(), x), relu_i) < tol);
-    const mat<U> xu = x.template cast<U>();
-    const mat<U> elu = (xu.array() > 0).select(xu.array() + 1, xu.array().exp()).matrix();
-    CHECK(row_relative_error(phi_of<U, T>(salt::elu_plus_one{}, x), elu) < tol);
+    const salt::relu_features<T> relu_p(w, T(0.01)), relu_i;
+    CHECK(row_relative_error(phi_of<U, T>(relu_p, x), features_def<U>(relu_p, x, w.matrix())) < tol * d);
+    CHECK(row_relative_error(phi_of<U, T>(relu_i, x), features_def<U>(relu_i, x, mat<T>())) < tol);
+    CHECK(row_relative_error(phi_of<U, T>(salt::elu_plus_one{}, x), features_def<U>(salt::elu_plus_one{}, x, mat<T>())) < tol);
   }
 }
 
