@@ -92,8 +92,9 @@ TEST_CASE("every kernel gives the same bits when 8 threads call it at once", "[t
            std::equal(a.data(), a.data() + a.size(), b.data(),
                       [](float x, float y) { return std::bit_cast<std::uint32_t>(x) == std::bit_cast<std::uint32_t>(y); });
   };
-  for (const auto& [name, kernel] : kernels()) {
-    CAPTURE(name);
+  for (const auto& entry : kernels()) {
+    const auto& kernel = entry.second;  // a named reference: clang 14 cannot capture structured bindings
+    CAPTURE(entry.first);
     std::vector<mat> alone, got(callers);
     for (int t = 0; t < callers; ++t) alone.push_back(kernel(in[static_cast<std::size_t>(t)]));
     std::vector<std::thread> threads;
