@@ -1,15 +1,18 @@
 #pragma once
 /// \file fixtures.hpp
-/// Reads the golden fixtures that tools/make_hf_fixtures.py writes under tests/data/: a '#' header line,
+/// Lists and reads the golden fixtures that tools/make_hf_fixtures.py and make_lsh_fixtures.py write under
+/// tests/data/ (SALT_TEST_DATA_DIR): a '#' header line,
 /// then records, each a line `name dim0 dim1 ...` (no dims: a scalar) followed by prod(dims) numbers in C
 /// row-major order on the next lines; '#' lines are comments. Any problem throws std::runtime_error naming
 /// the file and the record.
 
 #include <salt/tensor.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -18,7 +21,25 @@
 #include <string>
 #include <vector>
 
+#ifndef SALT_TEST_DATA_DIR
+#error "SALT_TEST_DATA_DIR must be the golden fixtures' directory as a string literal (tests/CMakeLists.txt sets it)"
+#endif
+
 namespace salt::test {
+
+/// The fixtures of one kind (file names `prefix*.txt` in SALT_TEST_DATA_DIR), sorted; empty when the
+/// directory is missing.
+inline std::vector<std::string> fixtures_named(const std::string& prefix) {
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(SALT_TEST_DATA_DIR), ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file() && name.rfind(prefix, 0) == 0 && entry.path().extension() == ".txt")
+      files.push_back(entry.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
 
 /// One record: its shape and its values, row-major.
 struct fixture_array {

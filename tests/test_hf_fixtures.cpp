@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <exception>
-#include <filesystem>
 #include <span>
 #include <string>
 #include <system_error>
@@ -22,29 +21,12 @@
 #include "fixtures.hpp"
 #include "reference.hpp"
 
-#ifndef SALT_TEST_DATA_DIR
-#error "SALT_TEST_DATA_DIR must be the golden fixtures' directory as a string literal (tests/CMakeLists.txt sets it)"
-#endif
-
 namespace {
 
 using idx = salt::index;
 using namespace salt::test;
 
 constexpr double double_tolerance = 1e-10;  // salt in double against HF in float64
-
-/// The fixtures of one kind (file names `prefix*.txt`), sorted; empty when the directory is missing.
-std::vector<std::string> fixtures_named(const std::string& prefix) {
-  std::vector<std::string> files;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(SALT_TEST_DATA_DIR), ec)) {
-    const std::string name = entry.path().filename().string();
-    if (entry.is_regular_file() && name.rfind(prefix, 0) == 0 && entry.path().extension() == ".txt")
-      files.push_back(entry.path().string());
-  }
-  std::sort(files.begin(), files.end());
-  return files;
-}
 
 /// A scalar record that must be a non-negative integer (a window, a block size).
 idx count_of(const fixture_file& f, const std::string& name) {

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <filesystem>
 #include <limits>
 #include <numeric>
 #include <span>
@@ -20,10 +19,6 @@
 #include "checks.hpp"
 #include "fixtures.hpp"
 #include "reference.hpp"
-
-#ifndef SALT_TEST_DATA_DIR
-#error "SALT_TEST_DATA_DIR must be the golden fixtures' directory as a string literal (tests/CMakeLists.txt sets it)"
-#endif
 
 namespace {
 
@@ -150,17 +145,6 @@ void check_lsh(idx batch, idx heads, idx L, idx d, idx dv, const salt::lsh_optio
 // ---------------------------------------------------------------------------------------------------------------
 // HuggingFace fixtures
 
-std::vector<std::string> lsh_fixtures() {
-  std::vector<std::string> files;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(SALT_TEST_DATA_DIR), ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.rfind("lsh_", 0) == 0 && entry.path().extension() == ".txt") files.push_back(entry.path().string());
-  }
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
 struct hf_case {
   salt::lsh_options opt;
   idx heads = 0, L = 0, d = 0;
@@ -219,7 +203,7 @@ mat<T> run_case(const fixture_file& f, const hf_case& c) {
 }
 
 TEST_CASE("salt matches transformers' LSHSelfAttention on its fixtures", "[lsh][hf]") {
-  const auto files = lsh_fixtures();
+  const auto files = fixtures_named("lsh_");
   REQUIRE(files.size() >= 7);
   for (const std::string& path : files) {
     const fixture_file f(path);

@@ -134,8 +134,6 @@ struct linear_workspace {
         phi_q(chunk_ * m_), phi_k(chunk_ * m_), cq(chunk_), ck(chunk_), state(width * m_), reads(chunk_ * width),
         values(chunk_ * (dv_ + 1)) {}
 
-  T* s_t() noexcept { return state.data(); }                    // (dv, m): S^T
-  T* z() noexcept { return state.data() + dv * m; }             // (m)
   T* keys() noexcept { return state.data() + (dv + 1) * m; }    // (chunk, m): this chunk's phi(K), weighted
   T* num(index i) noexcept { return reads.data() + i * width; }  // (dv) of row i
   T& den(index i) noexcept { return reads[i * width + dv]; }
