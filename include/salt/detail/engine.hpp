@@ -32,6 +32,7 @@ struct engine_workspace {
   aligned_buffer<T> st;      // (key_block, query_tile): logits, then probabilities, key-major
   aligned_buffer<T> o;       // (query_tile, o_stride): unnormalised output rows
   aligned_buffer<T> m, l, alpha;  // (query_tile): running max, running sum, this block's rescale
+  aligned_buffer<T> v_finite;     // (key_block, o_stride): a cut block's values with non-finite entries read as 0
   std::vector<block_run> plan_storage;
   index o_stride = 0, plan_capacity = 0, plan_lists = 0;
 
@@ -42,6 +43,7 @@ struct engine_workspace {
         m(shape::query_tile),
         l(shape::query_tile),
         alpha(shape::query_tile),
+        v_finite(shape::key_block * round_up(std::max<index>(dv, 1))),
         plan_storage(static_cast<std::size_t>(lists * ((lk + shape::key_block - 1) / shape::key_block + 1))),
         o_stride(round_up(std::max<index>(dv, 1))),
         plan_capacity((lk + shape::key_block - 1) / shape::key_block + 1),
@@ -60,6 +62,34 @@ struct engine_problem {
   const Score& score;
   int threads;
 };
+
+/// P V for a block the mask cuts and whose values hold NaN or +-Inf, where p = 0 times such a value would
+/// still be NaN. The block goes through pv_tile with those entries read as 0, so a row that cannot see
+/// them gets the very bits it gets without them; then every allowed pair adds its non-finite entries, so a
+/// row that can see one gets NaN or +-Inf as the naive sum would.
+template <class T, class Mask>
+void add_non_finite_block(const Mask& mask, engine_workspace<T>& ws, const T* st, const head_view<const T>& V,
+                          index k0, index nk, index q0, index nq, index rows, const problem_shape& where) {
+  constexpr index S = tile_shape<T>::query_tile;
+  const index dv = V.cols;
+  T* const vf = ws.v_finite.data();
+  for (index j = 0; j < nk; ++j) {
+    const T* vr = V.row(k0 + j);
+    for (index c = 0; c < dv; ++c) vf[j * ws.o_stride + c] = std::isfinite(vr[c]) ? vr[c] : T(0);
+  }
+  pv_tile<T>(ws.o.data(), ws.o_stride, ws.alpha.data(), st, vf, ws.o_stride, nk, dv, rows);
+  for (index j = 0; j < nk; ++j) {
+    const T* vr = V.row(k0 + j);
+    if (all_finite(vr, 1, dv, dv)) continue;
+    for (index i = 0; i < nq; ++i) {
+      if (!mask.allows(q0 + i, k0 + j, where)) continue;
+      const T p = st[j * S + i];
+      T* orow = ws.o.data() + i * ws.o_stride;
+      for (index c = 0; c < dv; ++c)
+        if (!std::isfinite(vr[c])) orow[c] += p * vr[c];
+    }
+  }
+}
 
 /// One query tile of one head: plan, visit key blocks, normalise, write out.
 template <class T, class Mask, class Score>
@@ -124,16 +154,7 @@ void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, 
       if (!careful_pv) {
         pv_tile<T>(ws.o.data(), ws.o_stride, ws.alpha.data(), st, V.row(k0), V.row_stride, nk, dv, rows);
       } else {
-        for (index i = 0; i < nq; ++i) {
-          T* orow = ws.o.data() + i * ws.o_stride;
-          for (index c = 0; c < dv; ++c) orow[c] *= ws.alpha[i];
-          for (index j = 0; j < nk; ++j) {
-            if (!pb.mask.allows(q0 + i, k0 + j, where)) continue;
-            const T p = st[j * S + i];
-            const T* vr = V.row(k0 + j);
-            for (index c = 0; c < dv; ++c) orow[c] += p * vr[c];
-          }
-        }
+        add_non_finite_block(pb.mask, ws, st, V, k0, nk, q0, nq, rows, where);
       }
     }
   }
