@@ -98,32 +98,6 @@ void check_multi_head(linformer_sharing mode, idx lq, idx L, idx max_len, idx kp
 
 }  // namespace
 
-TEST_CASE("normal draws and Gaussian projections are the committed bits", "[linformer][random]") {
-  // Computed with g++ 12 and clang 14 (identical) on x86-64 glibc. A change here means seeded models no
-  // longer reproduce: see random_generator::normal() for what the bits depend on.
-  salt::random_generator g(2024);
-  const double draws[] = {0x1.1611fc6912463p-4,  0x1.a99688bd5582bp-3, 0x1.c6e48905a7726p-5,
-                          -0x1.691343d4b6357p-5, 0x1.362b1e364a1d3p+0, 0x1.73a529d01dc84p+0};
-  for (const double x : draws) CHECK(g.normal() == x);
-
-  const auto p = salt::linformer_projections<double>::gaussian(2, 3, 1, linformer_sharing::shared_heads, 7);
-  const double e[2][3] = {{-0x1.9411e501fd9f8p-3, 0x1.57e514ab5130cp+0, 0x1.82b67342d7f2p+0},
-                          {0x1.963d4c5166464p-3, 0x1.a9f5f7275356cp-2, -0x1.9b542088dff21p-4}};
-  const double f[2][3] = {{0x1.399ff626b0ab3p+0, -0x1.700f7b626447ep-1, -0x1.109f1dcaad6cfp-1},
-                          {0x1.19f223c2909cp-2, -0x1.01f012371c7ep-2, -0x1.a0ef245a075bdp-3}};
-  const auto pf = salt::linformer_projections<float>::gaussian(2, 3, 1, linformer_sharing::shared_heads, 7);
-  for (idx i = 0; i < 2; ++i)
-    for (idx j = 0; j < 3; ++j) {
-      CHECK(p.e(0)(i, j) == e[i][j]);
-      CHECK(p.f(0)(i, j) == f[i][j]);
-      CHECK(pf.e(0)(i, j) == static_cast<float>(e[i][j]));  // float projections: the same draws, rounded
-      CHECK(pf.f(0)(i, j) == static_cast<float>(f[i][j]));
-    }
-  const auto x = salt::linformer_projections<double>::xavier_normal(2, 3, 2, linformer_sharing::per_head, 7);
-  CHECK(x.e(1)(1, 2) == -0x1.42e007868343p+0);
-  CHECK(x.f(1)(0, 0) == -0x1.cb3ae3b51ea5bp-3);
-}
-
 TEST_CASE("normal() is standard normal; projections have the stated spread", "[linformer][random]") {
   salt::random_generator g(99);
   const int n = 200000;
