@@ -32,12 +32,12 @@ struct mask_zoo {
     f("no_mask", salt::no_mask{});
     f("causal", salt::causal{});
     f("causal<top_left>", salt::causal<salt::causal_alignment::top_left>{});
-    f("causal{offset=-3}", salt::causal{.offset = -3});
+    f("causal{offset=-3}", salt::causal<>{.offset = -3});
     f("key_padding", padding);
     f("key_mask", keys);
     f("causal & key_padding", salt::causal{} & padding);
     f("causal<top_left> | key_mask", salt::causal<salt::causal_alignment::top_left>{} | keys);
-    f("(causal{-3} | key_padding) & key_mask", (salt::causal{.offset = -3} | padding) & keys);
+    f("(causal{-3} | key_padding) & key_mask", (salt::causal<>{.offset = -3} | padding) & keys);
   }
 };
 

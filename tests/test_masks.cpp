@@ -32,13 +32,13 @@ TEST_CASE("block plans agree with the per-pair test", "[mask][plan]") {
           check_plan("no_mask", salt::no_mask{}, lq, lk, tile, block, true);
           check_plan("causal", salt::causal{}, lq, lk, tile, block, true);
           check_plan("causal top_left", salt::causal<salt::causal_alignment::top_left>{}, lq, lk, tile, block, true);
-          check_plan("causal offset 5", salt::causal{.offset = 5}, lq, lk, tile, block, true);
-          check_plan("causal offset -9", salt::causal{.offset = -9}, lq, lk, tile, block, true);
+          check_plan("causal offset 5", salt::causal<>{.offset = 5}, lq, lk, tile, block, true);
+          check_plan("causal offset -9", salt::causal<>{.offset = -9}, lq, lk, tile, block, true);
           check_plan("key_padding", padding, lq, lk, tile, block, true);
           check_plan("key_mask", keys, lq, lk, tile, block, true);
           check_plan("causal | key_padding", salt::causal{} | padding, lq, lk, tile, block, false);
           check_plan("causal & key_mask", salt::causal{} & keys, lq, lk, tile, block, false);
-          check_plan("(causal{-9} | padding) & keys", (salt::causal{.offset = -9} | padding) & keys, lq, lk, tile, block,
+          check_plan("(causal{-9} | padding) & keys", (salt::causal<>{.offset = -9} | padding) & keys, lq, lk, tile, block,
                      false);
           check_plan("no_mask & causal", salt::no_mask{} & salt::causal{}, lq, lk, tile, block, true);
         }
@@ -69,7 +69,7 @@ TEST_CASE("causal alignment and offset", "[mask]") {
   const salt::causal<salt::causal_alignment::top_left> top_left{};
   CHECK(top_left.allows(0, 0, s));
   CHECK_FALSE(top_left.allows(0, 1, s));
-  const salt::causal strict{.offset = -1};
+  const salt::causal<> strict{.offset = -1};
   CHECK_FALSE(strict.allows(0, 2, s));
   CHECK(strict.allows(0, 1, s));
 }
