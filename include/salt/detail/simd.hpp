@@ -50,6 +50,7 @@ struct exp2_poly<float> {
                                           5.550332471162809E-002f, 9.618437357674640E-003f,
                                           1.339887440266574E-003f, 1.535336188319500E-004f};
   static constexpr float lowest = -200.0f;  // 2^-200 is 0 in float; -inf clamps here
+  static constexpr float zero_at = -151.0f;  // p 2^x rounds to 0 for x <= this: below half the smallest subnormal
 };
 template <>
 struct exp2_poly<double> {
@@ -70,6 +71,7 @@ struct exp2_poly<double> {
       2.567843599348820466e-11,
       1.369148885390412368e-12};
   static constexpr double lowest = -1200.0;  // 2^-1200 is 0 in double
+  static constexpr double zero_at = -1076.0;  // p 2^x rounds to 0 for x <= this
 };
 
 /// max(a, b), returning `a` when either is NaN (Eigen's convention). The AVX-512 forms are spelled with a
@@ -101,12 +103,23 @@ EIGEN_STRONG_INLINE packet<T> pexp2(packet<T> x) {
   const P f = ei::psub(x, n);  // in [-1/2, 1/2], exact
   P p = ei::pset1<P>(poly::c[poly::degree]);
   for (int i = poly::degree - 1; i >= 0; --i) p = ei::pmadd(p, f, ei::pset1<P>(poly::c[i]));
+  // Lanes whose result rounds to 0 whatever p (x <= zero_at), the masked logits among them, are set to 0
+  // rather than computed: on Intel cores an underflowing result costs a microcode assist of about a hundred
+  // cycles per instruction (Sapphire Rapids ran the sparse patterns' partial blocks 1.5-3x slower than
+  // dense for it), while masked-out lanes raise none. The bits are those of the full computation.
 #if defined(__AVX512F__)
-  // p * 2^n in one instruction, exact for the whole range including underflow to 0.
-  if constexpr (std::is_same_v<T, float>) return _mm512_maskz_scalef_ps(__mmask16(0xFFFF), p, n);
-  else return _mm512_maskz_scalef_pd(__mmask8(0xFF), p, n);
+  // p * 2^n in one instruction, exact for the whole range; the write mask skips the dead lanes.
+  if constexpr (std::is_same_v<T, float>) {
+    const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(poly::zero_at), _CMP_NLE_UQ);  // NaN stays live
+    return _mm512_maskz_scalef_ps(live, p, n);
+  } else {
+    const __mmask8 live = _mm512_cmp_pd_mask(x, _mm512_set1_pd(poly::zero_at), _CMP_NLE_UQ);
+    return _mm512_maskz_scalef_pd(live, p, n);
+  }
 #else
-  return ei::pldexp(p, n);
+  const P zero = ei::pzero(x);
+  const P dead = ei::pcmp_le(x, ei::pset1<P>(poly::zero_at));  // false for NaN
+  return ei::pselect(dead, zero, ei::pldexp(p, ei::pselect(dead, zero, n)));
 #endif
 }
 
