@@ -66,6 +66,19 @@ TEST_CASE("NaN in one token reaches exactly the rows that read it", "[nan]") {
   CHECK(dirty.topRows(p) == clean.topRows(p));
   CHECK(rows_nan(dirty, p, L));
 
+  // A chunk whose first key is large takes several rescaling passes; a NaN value later in it must still not
+  // reach the rows before it (the fuzzer's finding: 0 * NaN of keys outside a pass leaked into the state).
+  {
+    random_source r2(7);
+    mat<float> qs = r2.matrix<float>(35, 6), ks = r2.matrix<float>(35, 6), vs = r2.matrix<float>(35, 11);
+    ks.row(0) *= 29.0f;
+    vs(5, 9) = not_a_number;
+    const salt::favor_plus<float> favor(salt::random_features<float>::orthogonal(17, 6, 3));
+    const mat<float> o = salt::linear_attention(qs, ks, vs, favor, salt::causal{});
+    CHECK(o.topRows(5).allFinite());
+    for (idx r = 5; r < 35; ++r) CHECK(std::isnan(o(r, 9)));
+  }
+
   // Linformer projects every key into every projected key: every row reads it.
   const auto proj = salt::linformer_projections<float>::gaussian(8, L, 1, salt::linformer_sharing::shared_heads, 3);
   CHECK(rows_nan(salt::linformer_attention(q, k_nan, v, proj), 0, L));

@@ -196,10 +196,11 @@ bool stage_values(linear_workspace<T>& ws, const head_view<const T>& v, index a,
   return all_finite(ws.values.data(), n, w, w);
 }
 
-/// [S^T; z^T] += [V_c | 1]^T phi(K_c) for the n keys in ws.keys() and their values in ws.values.
+/// [S^T; z^T] += [V_c | 1]^T phi(K_c) for the n keys from j0 on in ws.keys() and their values in ws.values.
 template <class T>
-void update_state(linear_workspace<T>& ws, index n) {
-  gemm<T, true, false>(ws.dv + 1, ws.m, n, ws.values.data(), ws.dv + 1, ws.keys(), ws.m, ws.state.data(), ws.m, true);
+void update_state(linear_workspace<T>& ws, index n, index j0 = 0) {
+  gemm<T, true, false>(ws.dv + 1, ws.m, n, ws.values.data() + j0 * (ws.dv + 1), ws.dv + 1, ws.keys() + j0 * ws.m, ws.m,
+                       ws.state.data(), ws.m, true);
 }
 
 /// Raises the reference past the largest key of the n in ws.ck when it passes the margin.
@@ -306,7 +307,13 @@ void causal_head(const Map& map, linear_workspace<T>& ws, const head_view<const 
           else write_row(ws.num(i), ws.den(i), dv, out.row(i0 + i));
         }
       }
-      if (nk > 0) update_state(ws, nk);
+      // Keys outside this pass weigh 0, but 0 * inf would still carry a non-finite value of a later pass's key
+      // into the state that this chunk's next passes read for rows that do not see that key: such chunks add
+      // only this pass's keys.
+      if (nk > 0) {
+        if (values_finite) update_state(ws, nk);
+        else update_state(ws, pb - pa, pa);
+      }
       pa = pb;
     } while (pa < nk);
   }
