@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <set>
 #include <string>
 #include <vector>
@@ -447,6 +448,14 @@ TEST_CASE("bad parameters of sparse masks throw salt::error with exact messages"
         "salt::block_layout_csr: block_layout_csr column 2 in row 1 of head 0 is outside [0, 2)");
   CHECK(error_of([&] { salt::block_layout_csr(64, 1, 2, {0, 2, 2}, {1, 0}); }) ==
         "salt::block_layout_csr: block_layout_csr columns of row 0 of head 0 are not strictly increasing");
+  // Sizes whose products (flags, tokens covered) would overflow are refused before anything multiplies them.
+  constexpr idx huge = std::numeric_limits<idx>::max();
+  CHECK(error_of([&] { salt::block_layout_csr(1, 2, huge, {0}, {}); }) ==
+        "salt::block_layout_csr: block_layout_csr block count must be below 2^31, got 9223372036854775807");
+  CHECK(error_of([&] { salt::block_layout_csr(salt::block_layout{1, idx{1} << 40, idx{1} << 20, flags}); }) ==
+        "salt::block_layout_csr: block_layout has too many heads * blocks^2 (1099511627776 * 1048576^2)");
+  CHECK(error_of([&] { salt::block_layout_csr(huge, 1, 2, {0, 1, 2}, {0, 1}); }) ==
+        "salt::block_layout_csr: block_layout_csr covers too many tokens (2 blocks of 9223372036854775807)");
   const salt::block_layout_csr csr(64, 1, 2, {0, 1, 2}, {0, 1});
   CHECK(call(1, 200, 200, csr.mask()) == "salt::attention: block_layout_csr covers 128 tokens but Lk is 200");
   CHECK(runs(1, 128, 128, csr.mask() & salt::causal{}));
@@ -455,7 +464,7 @@ TEST_CASE("bad parameters of sparse masks throw salt::error with exact messages"
   const auto table = salt::bigbird_random_table(2, 4, 1, 1);  // (2, 2, 1)
   CHECK(call(1, 100, 100, salt::bigbird{.block = 0}) == "salt::attention: bigbird block size must be positive, got 0");
   CHECK(call(1, 100, 100, salt::bigbird{.block = 16, .random = -1}) ==
-        "salt::attention: bigbird random blocks per row must be >= 0, got -1");
+        "salt::attention: bigbird random blocks per row must be in [0, 2^31), got -1");
   CHECK(call(1, 100, 120, salt::bigbird{.block = 16}) == "salt::attention: bigbird needs Lq == Lk, got 100 and 120");
   CHECK(call(2, 100, 100, table.mask(16)) ==
         "salt::attention: bigbird table has 4 entries but heads * (blocks - 2) * random = 2 * 5 * 1 = 10 (L = 100 makes 7 "
@@ -480,13 +489,15 @@ TEST_CASE("bad parameters of sparse masks throw salt::error with exact messages"
         "salt::bigbird_table: random block 4 is outside [0, 4) (use -1 for none)");
 
   // Sparse Transformer patterns
-  CHECK(call(1, 100, 100, salt::strided{.stride = 0}) == "salt::attention: strided stride must be positive, got 0");
-  CHECK(call(1, 100, 100, salt::fixed{.block = 0, .summary = 0}) == "salt::attention: fixed block must be positive, got 0");
+  CHECK(call(1, 100, 100, salt::strided{.stride = 0}) == "salt::attention: strided stride must be in [1, 2^40], got 0");
+  CHECK(call(1, 100, 100, salt::fixed{.block = 0, .summary = 0}) == "salt::attention: fixed block must be in [1, 2^40], got 0");
+  CHECK(call(1, 100, 100, salt::fixed{.block = idx{1} << 41, .summary = 0}) ==
+        "salt::attention: fixed block must be in [1, 2^40], got 2199023255552");
   CHECK(call(1, 100, 100, salt::fixed{.block = 8, .summary = 9}) ==
         "salt::attention: fixed summary must be in [0, block], got 9 for block 8");
   CHECK(call(1, 100, 100, salt::fixed{.block = 8, .summary = -1}) ==
         "salt::attention: fixed summary must be in [0, block], got -1 for block 8");
   CHECK(call(1, 100, 100, salt::strided{.stride = -3} & salt::causal{}) ==
-        "salt::attention: strided stride must be positive, got -3");
+        "salt::attention: strided stride must be in [1, 2^40], got -3");
   CHECK(out_buffer == before);
 }

@@ -103,11 +103,14 @@ struct bigbird {
 
   void check(const problem_dims& dims, const char* api) const {
     detail::require(block > 0, api, ": bigbird block size must be positive, got ", block);
-    detail::require(random >= 0, api, ": bigbird random blocks per row must be >= 0, got ", random);
+    detail::require(random >= 0 && random < (index{1} << 31), api, ": bigbird random blocks per row must be in [0, 2^31), got ",
+                    random);
     detail::require(dims.lq == dims.lk, api, ": bigbird needs Lq == Lk, got ", dims.lq, " and ", dims.lk);
     detail::require(heads == 1 || heads == dims.q_heads, api, ": bigbird table has ", heads,
                     " heads, neither 1 nor the ", dims.q_heads, " query heads");
     const index nb = blocks_for(dims.lk), rows = std::max<index>(nb - 2, 0);
+    detail::require(random == 0 || heads * rows <= (index{1} << 62) / random, api, ": bigbird heads * (blocks - 2) * random = ",
+                    heads, " * ", rows, " * ", random, " is too large");
     detail::require(static_cast<index>(table.size()) == heads * rows * random, api, ": bigbird table has ",
                     table.size(), " entries but heads * (blocks - 2) * random = ", heads, " * ", rows, " * ", random,
                     " = ", heads * rows * random, " (L = ", dims.lk, " makes ", nb, " blocks of ", block, ")");
@@ -158,6 +161,10 @@ class bigbird_table {
     detail::require(blocks >= 0 && blocks <= std::numeric_limits<std::int32_t>::max(), api,
                     ": blocks must be in [0, 2^31), got ", blocks);
     detail::require(random >= 0, api, ": random blocks per row must be >= 0, got ", random);
+    // heads * (blocks - 2) * random entries: keep the product below 2^62.
+    detail::require(random < (index{1} << 31), api, ": random blocks per row must be below 2^31, got ", random);
+    detail::require(heads <= (index{1} << 62) / std::max<index>(blocks * random, 1), api, ": heads * blocks * random = ",
+                    heads, " * ", blocks, " * ", random, " is too large");
   }
 
  private:

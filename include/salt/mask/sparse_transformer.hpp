@@ -24,10 +24,14 @@
 namespace salt {
 namespace detail {
 
-/// floor(a / b) for b > 0 and any a.
-constexpr index floor_div(index a, index b) noexcept { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+/// floor(a / b) for b > 0 and any a, without overflow for any b (-(a + 1) is representable for a < 0).
+constexpr index floor_div(index a, index b) noexcept { return a >= 0 ? a / b : -(-(a + 1) / b) - 1; }
 /// ceil(a / b) for b > 0 and any a.
 constexpr index ceil_div(index a, index b) noexcept { return -floor_div(-a, b); }
+
+/// The longest stride or block the patterns take: far beyond any sequence, and small enough that positions
+/// plus periods never overflow.
+inline constexpr index longest_period = index{1} << 40;
 
 /// The first key block not planned yet (0 for an empty plan).
 inline index planned_end(const block_plan& plan) noexcept {
@@ -60,8 +64,9 @@ struct strided {
     const index band_first = stride > k - p_begin ? p_begin : k - stride + 1;
     const index band_last = stride > p_end - k ? p_end : k + stride - 1;
     query_bits bits = detail::allow_interval(p_begin, count, band_first, band_last);
-    for (index p = k + detail::ceil_div(p_begin - k, stride) * stride; p < p_end; p += stride)
-      bits |= query_bits{1} << (p - p_begin);
+    // As in plan(): a stride above lq + lk leaves the lattice only p = k; clamping keeps the steps from overflowing.
+    const index st = std::min(stride, s.lq + s.lk + 1);
+    for (index p = k + detail::ceil_div(p_begin - k, st) * st; p < p_end; p += st) bits |= query_bits{1} << (p - p_begin);
     return bits;
   }
 
@@ -92,7 +97,8 @@ struct strided {
   }
 
   void check(const problem_dims&, const char* api) const {
-    detail::require(stride > 0, api, ": strided stride must be positive, got ", stride);
+    detail::require(stride > 0 && stride <= detail::longest_period, api, ": strided stride must be in [1, 2^40], got ",
+                    stride);
   }
 };
 
@@ -145,7 +151,7 @@ struct fixed {
   }
 
   void check(const problem_dims&, const char* api) const {
-    detail::require(block > 0, api, ": fixed block must be positive, got ", block);
+    detail::require(block > 0 && block <= detail::longest_period, api, ": fixed block must be in [1, 2^40], got ", block);
     detail::require(summary >= 0 && summary <= block, api, ": fixed summary must be in [0, block], got ", summary,
                     " for block ", block);
   }
