@@ -452,8 +452,10 @@ TEST_CASE("bad parameters of sparse masks throw salt::error with exact messages"
   constexpr idx huge = std::numeric_limits<idx>::max();
   CHECK(error_of([&] { salt::block_layout_csr(1, 2, huge, {0}, {}); }) ==
         "salt::block_layout_csr: block_layout_csr block count must be below 2^31, got 9223372036854775807");
-  CHECK(error_of([&] { salt::block_layout_csr(salt::block_layout{1, idx{1} << 40, idx{1} << 20, flags}); }) ==
-        "salt::block_layout_csr: block_layout has too many heads * blocks^2 (1099511627776 * 1048576^2)");
+  CHECK(error_of([&] { salt::block_layout_csr(salt::block_layout{1, idx{1} << 30, idx{1} << 20, flags}); }) ==
+        "salt::block_layout_csr: block_layout has too many heads * blocks^2 (1073741824 * 1048576^2)");
+  CHECK(error_of([&] { salt::block_layout_csr(salt::block_layout{1, idx{1} << 40, 0, flags}); }) ==
+        "salt::block_layout_csr: block_layout heads must be below 2^31, got 1099511627776");
   CHECK(error_of([&] { salt::block_layout_csr(huge, 1, 2, {0, 1, 2}, {0, 1}); }) ==
         "salt::block_layout_csr: block_layout_csr covers too many tokens (2 blocks of 9223372036854775807)");
   const salt::block_layout_csr csr(64, 1, 2, {0, 1, 2}, {0, 1});
@@ -478,7 +480,7 @@ TEST_CASE("bad parameters of sparse masks throw salt::error with exact messages"
   CHECK(call(1, 61, 61, salt::key_padding{lengths} & table.mask(16)) ==
         "salt::attention: bigbird table has 2 heads, neither 1 nor the 1 query heads");
   CHECK(error_of([&] { (void)salt::bigbird_random_table(0, 8, 2, 1); }) ==
-        "salt::bigbird_random_table: heads must be positive, got 0");
+        "salt::bigbird_random_table: heads must be in [1, 2^31), got 0");
   CHECK(error_of([&] { (void)salt::bigbird_random_table(1, -1, 2, 1); }) ==
         "salt::bigbird_random_table: blocks must be in [0, 2^31), got -1");
   CHECK(error_of([&] { (void)salt::bigbird_random_table(1, 8, -2, 1); }) ==

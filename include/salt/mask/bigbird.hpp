@@ -157,7 +157,7 @@ class bigbird_table {
   }
 
   static void check_sizes(const char* api, index heads, index blocks, index random) {
-    detail::require(heads >= 1, api, ": heads must be positive, got ", heads);
+    detail::require(heads >= 1 && heads < (index{1} << 31), api, ": heads must be in [1, 2^31), got ", heads);
     detail::require(blocks >= 0 && blocks <= std::numeric_limits<std::int32_t>::max(), api,
                     ": blocks must be in [0, 2^31), got ", blocks);
     detail::require(random >= 0, api, ": random blocks per row must be >= 0, got ", random);

@@ -107,6 +107,7 @@ inline void check_layout_sizes(const char* api, const char* name, index block, i
   // The sizes multiply (heads * blocks * blocks flags, blocks * block tokens): keep every product below 2^62.
   constexpr index limit = index{1} << 62;
   require(blocks < (index{1} << 31), api, ": ", name, " block count must be below 2^31, got ", blocks);
+  require(heads < (index{1} << 31), api, ": ", name, " heads must be below 2^31, got ", heads);
   const index cells = std::max<index>(blocks * blocks, 1);
   require(heads <= limit / cells, api, ": ", name, " has too many heads * blocks^2 (", heads, " * ", blocks, "^2)");
   require(block <= limit / std::max<index>(blocks, 1), api, ": ", name, " covers too many tokens (", blocks,
