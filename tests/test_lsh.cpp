@@ -18,6 +18,7 @@
 #include "catch.hpp"
 #include "checks.hpp"
 #include "fixtures.hpp"
+#include "lsh_reference.hpp"
 #include "reference.hpp"
 
 namespace {
@@ -27,77 +28,6 @@ using namespace salt::test;
 template <class U>
 using mat = salt::row_matrix<U>;
 using bucket_matrix = Eigen::Matrix<idx, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-/// LSH attention of one head in precision U, as HuggingFace computes it: per sorted row, the keys of its
-/// chunk band listed (repeats included), scores replaced by -1e9 (padding, future, other bucket under
-/// bucket_pure) and then -1e5 (own position), softmax, rounds merged by LSE. `buckets` (n_hashes, L) are
-/// the hashes (ignored when L <= chunk_length), `valid` the per-key flags.
-template <class U, class T>
-reference_result<U> naive_lsh(const mat<T>& qk, const mat<T>& v, const bucket_matrix& buckets,
-                              const salt::lsh_options& opt, const std::vector<std::uint8_t>& valid) {
-  const idx L = qk.rows(), d = qk.cols(), dv = v.cols(), c = opt.chunk_length, nb = opt.buckets();
-  const bool hashed = L > c;
-  const idx rounds = hashed ? opt.n_hashes : 1, Lp = hashed ? (L + c - 1) / c * c : L, chunk = hashed ? c : L;
-  const idx before = hashed ? opt.chunks_before : 0, after = hashed ? opt.chunks_after : 0;
-  const bool pure = hashed && opt.bucket_pure;
-  auto ok = [&](idx p) { return p < L && valid[static_cast<std::size_t>(p)] != 0; };
-  mat<U> q = mat<U>::Zero(Lp, d), k = mat<U>::Zero(Lp, d), vu = mat<U>::Zero(Lp, dv);
-  for (idx p = 0; p < L; ++p) {
-    q.row(p) = qk.row(p).template cast<U>();
-    const U ms = q.row(p).squaredNorm() / static_cast<U>(d);
-    k.row(p) = q.row(p) / std::sqrt(ms + static_cast<U>(1e-6)) / std::sqrt(static_cast<U>(d));
-    vu.row(p) = v.row(p).template cast<U>();
-  }
-  auto bucket = [&](idx r, idx p) { return ok(p) ? (hashed ? buckets(r, p) : 0) : nb; };
-  std::vector<idx> order;  // sorted positions of all rounds
-  for (idx r = 0; r < rounds; ++r) {
-    std::vector<idx> ps(static_cast<std::size_t>(Lp));
-    std::iota(ps.begin(), ps.end(), idx{0});
-    std::stable_sort(ps.begin(), ps.end(), [&](idx a, idx b) { return bucket(r, a) < bucket(r, b); });
-    order.insert(order.end(), ps.begin(), ps.end());
-  }
-  const idx rows = rounds * Lp, chunks = rows / chunk;
-  mat<U> os = mat<U>::Zero(rows, dv);
-  std::vector<U> ls(static_cast<std::size_t>(rows));
-  for (idx s = 0; s < rows; ++s) {
-    const idx pq = order[static_cast<std::size_t>(s)], cq = s / chunk, rq = s / Lp;
-    std::vector<idx> keys;  // sorted rows
-    for (idx o = -before; o <= after; ++o) {
-      const idx ck = ((cq + o) % chunks + chunks) % chunks;
-      for (idx j = ck * chunk; j < (ck + 1) * chunk; ++j) keys.push_back(j);
-    }
-    std::vector<U> sc;
-    for (const idx ks : keys) {
-      const idx pk = order[static_cast<std::size_t>(ks)], rk = ks / Lp;
-      U x = q.row(pq).dot(k.row(pk));
-      if (!ok(pk) || (opt.causal && pk > pq) || (pure && (rk != rq || bucket(rk, pk) != bucket(rq, pq))))
-        x = static_cast<U>(-1e9);
-      if (pk == pq) x = static_cast<U>(-1e5);
-      sc.push_back(x);
-    }
-    const U m = *std::max_element(sc.begin(), sc.end());
-    U sum = 0;
-    for (U& x : sc) sum += (x = std::exp(x - m));
-    for (std::size_t j = 0; j < keys.size(); ++j)
-      os.row(s) += sc[j] / sum * vu.row(order[static_cast<std::size_t>(keys[j])]);
-    ls[static_cast<std::size_t>(s)] = m + std::log(sum);
-  }
-  reference_result<U> r{mat<U>::Zero(L, dv), salt::column<U>(L)};
-  for (idx p = 0; p < L; ++p) {
-    std::vector<idx> at;
-    for (idx rr = 0; rr < rounds; ++rr)
-      for (idx s = rr * Lp; s < (rr + 1) * Lp; ++s)
-        if (order[static_cast<std::size_t>(s)] == p) at.push_back(s);
-    U m = -std::numeric_limits<U>::infinity();
-    for (const idx s : at) m = std::max(m, ls[static_cast<std::size_t>(s)]);
-    U sum = 0;
-    for (const idx s : at) sum += std::exp(ls[static_cast<std::size_t>(s)] - m);
-    const U total = m + std::log(sum);
-    for (const idx s : at) r.out.row(p) += std::exp(ls[static_cast<std::size_t>(s)] - total) * os.row(s);
-    r.lse(p) = total;
-  }
-  return r;
-}
 
 /// One batch item of several heads, (heads * L, features) stacked, with its view.
 template <class T>
