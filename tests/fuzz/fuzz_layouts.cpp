@@ -121,7 +121,7 @@ void csr_lists(byte_reader& in, salt::random_generator& rng) {
   // Damage now and then: a column out of range or repeated, offsets that decrease, run past or do not start at 0.
   switch (in.choice(12)) {
     case 0:
-      if (!columns.empty()) columns[static_cast<std::size_t>(in.integer(0, static_cast<idx>(columns.size()) - 1))] = in.integer(-2, blocks + 2);
+      if (!columns.empty()) columns[static_cast<std::size_t>(in.integer(0, static_cast<idx>(columns.size()) - 1))] = in.integer(-2, std::min<idx>(blocks, idx{1} << 40) + 2);
       break;
     case 1:
       if (offsets.size() > 2) offsets[static_cast<std::size_t>(in.integer(1, static_cast<idx>(offsets.size()) - 2))] += in.integer(-3, 3);

@@ -167,6 +167,7 @@ struct synthesizer_factorized {
 
   template <class U>
   void apply(const logit_tile<U>& t, const problem_shape& p) const noexcept {
+    if (rank == 0 || t.keys == 0) return;  // nothing to add; R1, R2 or the tile may then be absent (null)
     constexpr index QC = detail::synthesizer_query_chunk, RC = detail::synthesizer_inner_chunk;
     const index head_size = max_len * rank;
     const T* a = r1 + (heads == 1 ? 0 : p.head) * head_size + (query_offset + t.q_begin) * rank;  // (queries, rank)
