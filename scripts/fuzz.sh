@@ -5,6 +5,9 @@
 # never written. Fails when any harness finds a crash, a sanitizer report or a failed check; the input
 # that found it is kept in build/fuzz/findings/<harness>/.
 #   scripts/fuzz.sh [SECONDS]
+# FUZZ_FINDINGS=report (what scripts/test.sh, hence CI, sets) prints what the timed runs found and keeps the
+# inputs but exits 0: a fuzzer that finds something new in a minute of random search fails no unrelated
+# change. The corpus replays always fail the run; a finding is fixed, then its input joins the corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
@@ -50,6 +53,10 @@ if [ ${#failed[@]} -gt 0 ]; then
     echo "=== $name found something (input kept in build/fuzz/findings/$name/):"
     grep -E "salt fuzz finding|runtime error|ERROR: AddressSanitizer|SUMMARY" "build/fuzz/run/$name/log" | head -20 || true
   done
+  if [ "${FUZZ_FINDINGS:-fail}" = report ]; then
+    echo "=== FUZZ FINDINGS ABOVE (reported, not failing this run: FUZZ_FINDINGS=report)"
+    exit 0
+  fi
   exit 1
 fi
 echo "fuzzing found nothing"
