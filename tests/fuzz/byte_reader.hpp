@@ -124,6 +124,23 @@ inline void check_error_message(const char* message) {
   if (std::strncmp(message, "salt::", 6) != 0) fail(std::string("salt::error message does not begin with salt::: ") + message);
 }
 
+/// Whether the first n entries are all finite.
+template <class U>
+bool finite_row(const U* x, index n) {
+  for (index c = 0; c < n; ++c)
+    if (!std::isfinite(x[c])) return false;
+  return true;
+}
+
+/// Whether two entries are of the same kind: both NaN, both the same infinity, or both finite.
+template <class A, class B>
+bool same_kind(A a, B b) {
+  const long double x = static_cast<long double>(a), y = static_cast<long double>(b);
+  if (std::isnan(x) || std::isnan(y)) return std::isnan(x) && std::isnan(y);
+  if (std::isinf(x) || std::isinf(y)) return x == y;
+  return true;
+}
+
 /// The body of the engine, LSH and linear harnesses' entry points: the first flag picks double or float,
 /// then `run(in, T{})` runs one case; a rejected case's salt::error must name its function.
 template <class Run>

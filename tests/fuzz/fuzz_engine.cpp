@@ -28,6 +28,8 @@ namespace {
 using idx = salt::index;
 using salt::fuzz::byte_reader;
 using salt::fuzz::fail;
+using salt::fuzz::same_kind;
+using salt::fuzz::finite_row;
 using salt::fuzz::mask_context;
 using salt::fuzz::maker;
 template <class U>
@@ -197,13 +199,6 @@ bool bias_entry_ok(const Score& s, idx b, idx h, idx i, idx j) {
 }
 
 template <class T>
-bool finite_row(const T* x, idx n) {
-  for (idx c = 0; c < n; ++c)
-    if (!std::isfinite(x[c])) return false;
-  return true;
-}
-
-template <class T>
 double row_scale(const T* x, idx n) {
   double s = 0;
   for (idx c = 0; c < n; ++c) s = std::max(s, std::abs(static_cast<double>(x[c])));
@@ -220,14 +215,6 @@ mat<T> head_of(const salt::tensor_view<const T>& t, idx b, idx h) {
   return m;
 }
 
-/// Whether two entries are of the same kind: both NaN, both the same infinity, or both finite.
-template <class A, class B>
-bool same_kind(A a, B b) {
-  const long double x = static_cast<long double>(a), y = static_cast<long double>(b);
-  if (std::isnan(x) || std::isnan(y)) return std::isnan(x) && std::isnan(y);
-  if (std::isinf(x) || std::isinf(y)) return x == y;
-  return true;
-}
 
 /// A (batch, heads, tokens, features) buffer and its view, in one of two layouts.
 template <class T>

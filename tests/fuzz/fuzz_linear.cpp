@@ -29,6 +29,8 @@ namespace {
 using idx = salt::index;
 using salt::fuzz::byte_reader;
 using salt::fuzz::fail;
+using salt::fuzz::same_kind;
+using salt::fuzz::finite_row;
 template <class U>
 using mat = salt::row_matrix<U>;
 using causal_br = salt::causal<salt::causal_alignment::bottom_right>;
@@ -67,20 +69,7 @@ struct visibility {
   idx keys(idx i) const { return causal ? std::clamp<idx>(i + shift + 1, 0, len) : len; }
 };
 
-template <class U>
-bool finite_row(const U* x, idx n) {
-  for (idx c = 0; c < n; ++c)
-    if (!std::isfinite(x[c])) return false;
-  return true;
-}
 
-template <class A, class B>
-bool same_kind(A a, B b) {
-  const long double x = static_cast<long double>(a), y = static_cast<long double>(b);
-  if (std::isnan(x) || std::isnan(y)) return std::isnan(x) && std::isnan(y);
-  if (std::isinf(x) || std::isinf(y)) return x == y;
-  return true;
-}
 
 /// The largest magnitude of the terms a map's features are computed from, over the first `n` rows of x:
 /// sum_c |W_lc x'_c| (the projection) plus |x'|^2 / 2 for the exponential maps. Features are only accurate to a

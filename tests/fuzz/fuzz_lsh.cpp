@@ -27,15 +27,10 @@ namespace {
 using idx = salt::index;
 using salt::fuzz::byte_reader;
 using salt::fuzz::fail;
+using salt::fuzz::finite_row;
 template <class U>
 using mat = salt::row_matrix<U>;
 
-template <class U>
-bool finite_row(const U* x, idx n) {
-  for (idx c = 0; c < n; ++c)
-    if (!std::isfinite(x[c])) return false;
-  return true;
-}
 
 template <class T, class Padding>
 void run_case(byte_reader& in, const Padding& padding, const std::vector<std::uint8_t>& flags, idx B, idx H, idx L,
