@@ -1,12 +1,17 @@
 #pragma once
 /// \file detail/gemm.hpp
-/// Matrix products on row-major blocks for the kernels built from them (linear attention's chunks, LSH's
-/// hashing), through Eigen's own packed GEMM kernel called directly. Going around Eigen's product expressions does two things they
-/// cannot promise: the product never starts OpenMP threads of its own (Eigen parallelises a large product
-/// whenever it is not already inside a parallel region, which would ignore run_options::threads and break
-/// one-thread timings), and it never touches the heap: every call is split into panels whose packed
-/// operands stay under Eigen's stack-allocation limit, so the packing buffers live on the stack.
-/// Each output entry is a fixed-order sum that depends only on the call's shape, not on the thread.
+/// Matrix products on row-major blocks for the kernels built from them (linear attention's chunks and
+/// feature projections, LSH's hashing): a register-blocked kernel on the packets of simd.hpp. Each tile of
+/// MR rows x NP packets of columns holds its sums in registers; every step over the depth loads NP packets
+/// of one row of b and broadcasts MR entries of a, so b's rows are read where they lie (no packing) unless b
+/// is transposed or the tile runs past its last column. Eigen's own GEMM kernel reached 0.50-0.57 of this
+/// core's FMA peak on linear attention's shapes (64 x 129 x 256 and smaller); this one runs at the exact
+/// engine's rate.
+///
+/// It never starts threads of its own and never touches the heap (a transposed or partial panel of b is
+/// packed on the stack, 64 KiB). Each output entry is one chain of multiply-adds over the depth in order,
+/// started from c when accumulating: its bits depend on its own row of a and column of b only, not on the
+/// shape of the call, the tile it falls in, or the thread.
 
 #include <Eigen/Core>
 
@@ -14,12 +19,70 @@
 #include <cstddef>
 
 #include "../config.hpp"
+#include "simd.hpp"
 
 namespace salt::detail {
 
-/// Bytes of one packed operand panel: below EIGEN_STACK_ALLOCATION_LIMIT (128 KiB), so Eigen packs on
-/// the stack.
-inline constexpr index gemm_pack_bytes = 96 * 1024;
+/// Tile geometry of the products for scalar type T on the compiled instruction set: MR * NP accumulators,
+/// NP loads of b and one broadcast fit the register file (29 of 32 with AVX-512, 13 of 16 otherwise).
+template <class T>
+struct gemm_shape {
+  static constexpr int N = lanes<T>;
+  static constexpr int MR = vector_registers >= 32 ? 6 : 3;
+  static constexpr int NP = vector_registers >= 32 ? 4 : 3;
+  static constexpr index NC = NP * N;                                            ///< columns of a tile
+  static constexpr index KC = 64 * 1024 / (NC * static_cast<index>(sizeof(T)));  ///< depth of a packed panel
+};
+
+/// acc[r][p] += sum over k < depth of a(r, k) * b(k, p * N ...), a(r, k) = a[r * ars + k * aks], b(k, c) =
+/// b[k * ldb + c]; for each entry one multiply-add per k, in order of k.
+template <class T, int MR, int NP>
+EIGEN_STRONG_INLINE void mac_tile(index depth, const T* a, index ars, index aks, const T* b, index ldb,
+                                  packet<T> (&acc)[MR][NP]) noexcept {
+  using P = packet<T>;
+  constexpr int N = lanes<T>;
+  for (index k = 0; k < depth; ++k) {
+    P bv[NP];
+    SALT_UNROLL
+    for (int p = 0; p < NP; ++p) bv[p] = ei::ploadu<P>(b + k * ldb + p * N);
+    SALT_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      const P ab = ei::pset1<P>(a[r * ars + k * aks]);
+      SALT_UNROLL
+      for (int p = 0; p < NP; ++p) acc[r][p] = ei::pmadd(bv[p], ab, acc[r][p]);
+    }
+  }
+}
+
+/// c (MR, NC) = [c +] a (MR, depth) b (depth, NC), strides as in mac_tile, c row-major with ldc.
+template <class T, int MR>
+void gemm_tile(index depth, const T* a, index ars, index aks, const T* b, index ldb, T* c, index ldc,
+               bool accumulate) noexcept {
+  using P = packet<T>;
+  constexpr int N = lanes<T>, NP = gemm_shape<T>::NP;
+  P acc[MR][NP];
+  SALT_UNROLL
+  for (int r = 0; r < MR; ++r)
+    SALT_UNROLL
+    for (int p = 0; p < NP; ++p) acc[r][p] = accumulate ? ei::ploadu<P>(c + r * ldc + p * N) : ei::pset1<P>(T(0));
+  mac_tile<T, MR, NP>(depth, a, ars, aks, b, ldb, acc);
+  SALT_UNROLL
+  for (int r = 0; r < MR; ++r)
+    SALT_UNROLL
+    for (int p = 0; p < NP; ++p) ei::pstoreu(c + r * ldc + p * N, acc[r][p]);
+}
+
+/// One panel of NC columns: c (rows, NC) = [c +] a (rows, depth) b (depth, NC) in tiles of MR rows, the
+/// last rows two and one at a time (one row alone leaves the FMA units waiting on NP chains).
+template <class T>
+void gemm_panel(index rows, index depth, const T* a, index ars, index aks, const T* b, index ldb, T* c, index ldc,
+                bool accumulate) noexcept {
+  constexpr int MR = gemm_shape<T>::MR;
+  index r = 0;
+  for (; r + MR <= rows; r += MR) gemm_tile<T, MR>(depth, a + r * ars, ars, aks, b, ldb, c + r * ldc, ldc, accumulate);
+  for (; r + 2 <= rows; r += 2) gemm_tile<T, 2>(depth, a + r * ars, ars, aks, b, ldb, c + r * ldc, ldc, accumulate);
+  if (r < rows) gemm_tile<T, 1>(depth, a + r * ars, ars, aks, b, ldb, c + r * ldc, ldc, accumulate);
+}
 
 /// c (rows, cols) = [c +] op(a) (rows, depth) * op(b) (depth, cols). a is row-major with leading
 /// dimension lda, or with TransA its transpose is: a(r, k) = a[k * lda + r]. b likewise: b(k, c) =
@@ -27,37 +90,49 @@ inline constexpr index gemm_pack_bytes = 96 * 1024;
 template <class T, bool TransA, bool TransB>
 void gemm(index rows, index cols, index depth, const T* a, index lda, const T* b, index ldb, T* c, index ldc,
           bool accumulate) noexcept {
-  if (!accumulate) {  // one fill when c is contiguous: a memset call per short row costs more than the row
-    if (ldc == cols) std::fill_n(c, rows * cols, T(0));
-    else for (index r = 0; r < rows; ++r) std::fill_n(c + r * ldc, cols, T(0));
-  }
-  if (rows == 0 || cols == 0 || depth == 0) return;
-  namespace ei = Eigen::internal;
-  using Eigen::ColMajor, Eigen::Dynamic, Eigen::RowMajor;
-  if (rows == 1) {  // a vector times a matrix: Eigen's GEMV, which neither packs b nor runs threads
-    using row_t = Eigen::Matrix<T, 1, Dynamic>;
-    using mat_t = Eigen::Matrix<T, Dynamic, Dynamic, RowMajor>;
-    const Eigen::Map<const row_t, 0, Eigen::InnerStride<>> av(a, depth, Eigen::InnerStride<>(TransA ? lda : 1));
-    Eigen::Map<row_t> cv(c, cols);
-    if constexpr (TransB) {
-      cv.noalias() += av * Eigen::Map<const mat_t, 0, Eigen::OuterStride<>>(b, cols, depth, Eigen::OuterStride<>(ldb))
-                               .transpose();
-    } else {
-      cv.noalias() += av * Eigen::Map<const mat_t, 0, Eigen::OuterStride<>>(b, depth, cols, Eigen::OuterStride<>(ldb));
-    }
+  using shape = gemm_shape<T>;
+  constexpr index NC = shape::NC, KC = shape::KC, MR = shape::MR;
+  if (rows == 0 || cols == 0) return;
+  if (depth == 0) {
+    if (!accumulate)
+      for (index r = 0; r < rows; ++r) std::fill_n(c + r * ldc, cols, T(0));
     return;
   }
-  using packed_product = ei::general_matrix_matrix_product<index, T, TransA ? ColMajor : RowMajor, false, T,
-                                                 TransB ? ColMajor : RowMajor, false, RowMajor, 1>;
-  const index per = std::max<index>(1, gemm_pack_bytes / (depth * static_cast<index>(sizeof(T))));
-  for (index r0 = 0; r0 < rows; r0 += per) {
-    const index nr = std::min(per, rows - r0);
-    const T* ap = TransA ? a + r0 : a + r0 * lda;
-    for (index c0 = 0; c0 < cols; c0 += per) {
-      const index nc = std::min(per, cols - c0);
-      const T* bp = TransB ? b + c0 * ldb : b + c0;
-      ei::gemm_blocking_space<RowMajor, T, T, Dynamic, Dynamic, Dynamic> blocking(nr, nc, depth, 1, true);
-      packed_product::run(nr, nc, depth, ap, lda, bp, ldb, c + r0 * ldc + c0, 1, ldc, T(1), blocking);
+  const index ars = TransA ? 1 : lda, aks = TransA ? lda : 1;
+  for (index j0 = 0; j0 < cols; j0 += NC) {
+    const index nc = std::min(NC, cols - j0);
+    if (!TransB && nc == NC) {  // b's rows are read in place
+      gemm_panel<T>(rows, depth, a, ars, aks, b + j0, ldb, c + j0, ldc, accumulate);
+      continue;
+    }
+    // A transposed or partial panel: packed, zero-padded to NC columns, KC steps of depth at a time (the
+    // sums carry over in c, which changes no bits); a partial panel's rows of c pass through a full-width tile.
+    alignas(workspace_alignment) T packed[KC * NC];
+    alignas(workspace_alignment) T tile[MR * NC];
+    for (index k0 = 0; k0 < depth; k0 += KC) {
+      const index kc = std::min(KC, depth - k0);
+      for (index k = 0; k < kc; ++k) {
+        T* row = packed + k * NC;
+        for (index j = 0; j < nc; ++j) row[j] = TransB ? b[(j0 + j) * ldb + k0 + k] : b[(k0 + k) * ldb + j0 + j];
+        std::fill(row + nc, row + NC, T(0));
+      }
+      const bool acc = accumulate || k0 > 0;
+      const T* ak = a + k0 * aks;
+      if (nc == NC) {
+        gemm_panel<T>(rows, kc, ak, ars, aks, packed, NC, c + j0, ldc, acc);
+        continue;
+      }
+      for (index r0 = 0; r0 < rows; r0 += MR) {
+        const index nr = std::min(MR, rows - r0);
+        for (index r = 0; r < nr; ++r) {
+          T* dst = tile + r * NC;
+          if (acc) std::copy_n(c + (r0 + r) * ldc + j0, nc, dst);
+          else std::fill_n(dst, nc, T(0));
+          std::fill(dst + nc, dst + NC, T(0));  // computed and dropped: zeros, never a denormal or NaN
+        }
+        gemm_panel<T>(nr, kc, ak + r0 * ars, ars, aks, packed, NC, tile, NC, true);
+        for (index r = 0; r < nr; ++r) std::copy_n(tile + r * NC, nc, c + (r0 + r) * ldc + j0);
+      }
     }
   }
 }

@@ -117,37 +117,48 @@ inline constexpr index linear_default_chunk = 64;
 
 /// One thread's buffers for one call, allocated once, and the state of the head it is working on.
 ///
-/// The state and a chunk's keys share one row-major buffer of m columns: rows [0, dv) hold S^T, row dv holds
-/// z^T, and rows dv + 1 on the chunk's (weighted) key features phi(K_c). So one product
-/// phi(Q_c) [S^T; z^T; phi(K_c)]^T gives the numerators, the denominators and the chunk's scores
-/// [num | den | A] at once, in `reads` (C, dv + 1 + C), and the state update S^T += V_c^T phi(K_c) reads the
-/// keys where they lie. The chunk's values are copied once into `values` (C, dv + 1) with a column of ones,
-/// so that the products with them also sum the keys (z += phi(K_c)^T 1) and the scores (den += A 1).
+/// The state and a chunk's keys share one row-major buffer `state` (m, width), width = dv + chunk: columns
+/// [0, dv) hold S = sum phi(k) v^T, columns dv on the chunk's (weighted) key features phi(K_c)^T. So one
+/// product phi(Q_c) [S | phi(K_c)^T] gives the numerators and the chunk's scores [num | A] at once, in
+/// `reads` (C, width), and the state update S += phi(K_c)^T V_c reads the keys where they lie; every product
+/// reads its right-hand side's rows in place. z = sum phi(k) and the denominators are vectors beside them.
 template <class T>
 struct linear_workspace {
-  index chunk, m, dv, width;  // width = dv + 1 + chunk: rows of `state`, columns of `reads`
-  aligned_buffer<T> phi_q, phi_k, cq, ck, state, reads, values;
+  index chunk, m, dv, width;  // width = dv + chunk: columns of `state` and `reads`
+  aligned_buffer<T> phi_q, phi_k, cq, ck, weights, state, z, reads, dens;
   T ref = -std::numeric_limits<T>::infinity();  // log-offset of S and z
 
   linear_workspace(index chunk_, index m_, index dv_)
-      : chunk(chunk_), m(m_), dv(dv_), width(dv_ + 1 + chunk_),
-        phi_q(chunk_ * m_), phi_k(chunk_ * m_), cq(chunk_), ck(chunk_), state(width * m_), reads(chunk_ * width),
-        values(chunk_ * (dv_ + 1)) {}
+      : chunk(chunk_), m(m_), dv(dv_), width(dv_ + chunk_), phi_q(chunk_ * m_), phi_k(chunk_ * m_), cq(chunk_),
+        ck(chunk_), weights(chunk_), state(m_ * width), z(m_), reads(chunk_ * width), dens(chunk_) {}
 
-  T* keys() noexcept { return state.data() + (dv + 1) * m; }    // (chunk, m): this chunk's phi(K), weighted
+  T* keys() noexcept { return state.data() + dv; }               // (m, chunk), stride width: phi(K_c)^T, weighted
   T* num(index i) noexcept { return reads.data() + i * width; }  // (dv) of row i
-  T& den(index i) noexcept { return reads[i * width + dv]; }
-  T* scores(index i) noexcept { return reads.data() + i * width + dv + 1; }  // (chunk) of row i
+  T* scores(index i) noexcept { return reads.data() + i * width + dv; }  // (chunk) of row i
 
   void reset_state() noexcept {
-    std::fill_n(state.data(), (dv + 1) * m, T(0));
+    for (index l = 0; l < m; ++l) std::fill_n(state.data() + l * width, dv, T(0));
+    std::fill_n(z.data(), m, T(0));
     ref = -std::numeric_limits<T>::infinity();
+  }
+  /// S then z into to ((dv + 1) m), and back.
+  void save_state(T* to) const noexcept {
+    for (index l = 0; l < m; ++l) std::copy_n(state.data() + l * width, dv, to + l * dv);
+    std::copy_n(z.data(), m, to + m * dv);
+  }
+  void load_state(const T* from) noexcept {
+    for (index l = 0; l < m; ++l) std::copy_n(from + l * dv, dv, state.data() + l * width);
+    std::copy_n(from + m * dv, m, z.data());
   }
   /// Moves the reference to r (> ref), rescaling the state. A state with no reference is all zeros.
   void raise_ref(T r) noexcept {
     if (ref != -std::numeric_limits<T>::infinity()) {
       const T f = std::exp(ref - r);
-      for (index i = 0; i < (dv + 1) * m; ++i) state[i] *= f;
+      for (index l = 0; l < m; ++l) {
+        T* row = state.data() + l * width;
+        for (index c = 0; c < dv; ++c) row[c] *= f;
+        z[l] *= f;
+      }
     }
     ref = r;
   }
@@ -162,45 +173,34 @@ void map_rows(const Map& map, const head_view<const T>& x, index r0, index n, in
   map.map(in, feature_output<T>(buf, n, m, Eigen::OuterStride<>(m)), Map::log_scaled() ? scale : nullptr);
 }
 
-/// The features of a chunk's n keys, [j0, j0 + n) of a head: maps without a scale write them straight into
-/// ws.keys(); log-scaled maps into ws.phi_k with their scales in ws.ck, for stage_keys to weigh.
-template <class T, class Map>
-void map_keys(const Map& map, linear_workspace<T>& ws, const head_view<const T>& k, index j0, index n) {
-  map_rows(map, k, j0, n, ws.m, Map::log_scaled() ? ws.phi_k.data() : ws.keys(), ws.ck.data());
-}
-
-/// For log-scaled maps, ws.keys() = the features in ws.phi_k weighted against the reference: keys outside
-/// [pa, pb) weigh 0 (a later pass takes them). Maps without a scale have their features there already.
+/// ws.keys() = the n features in ws.phi_k, transposed, weighted against the reference for log-scaled maps:
+/// keys outside [pa, pb) weigh 0 (a later pass takes them).
 template <class T, class Map>
 void stage_keys(linear_workspace<T>& ws, index n, index pa, index pb) {
-  if constexpr (Map::log_scaled()) {
-    const index m = ws.m;
-    for (index j = 0; j < n; ++j) {
-      T* row = ws.keys() + j * m;
-      const T* src = ws.phi_k.data() + j * m;
-      const T w = j >= pa && j < pb ? ws.weight(ws.ck[j]) : T(0);
-      if (w == T(0)) std::fill_n(row, m, T(0));
-      else for (index l = 0; l < m; ++l) row[l] = src[l] * w;
-    }
-  }
-}
-
-/// ws.values = [V | 1] for value rows [a, a + n) of a head; whether they are all finite.
-template <class T>
-bool stage_values(linear_workspace<T>& ws, const head_view<const T>& v, index a, index n) {
-  const index w = ws.dv + 1;
+  const index m = ws.m, width = ws.width;
+  T* w = ws.weights.data();
   for (index j = 0; j < n; ++j) {
-    std::copy_n(v.row(a + j), ws.dv, ws.values.data() + j * w);
-    ws.values[j * w + ws.dv] = T(1);
+    if constexpr (Map::log_scaled()) w[j] = j >= pa && j < pb ? ws.weight(ws.ck[j]) : T(0);
+    else w[j] = T(1);
   }
-  return all_finite(ws.values.data(), n, w, w);
+  // Blocks of 16 x 16: the reads and the strided writes both stay within a few cache lines.
+  constexpr index B = 16;
+  for (index l0 = 0; l0 < m; l0 += B)
+    for (index j0 = 0; j0 < n; j0 += B)
+      for (index j = j0, je = std::min(n, j0 + B); j < je; ++j)
+        for (index l = l0, le = std::min(m, l0 + B); l < le; ++l) ws.keys()[l * width + j] = ws.phi_k[j * m + l] * w[j];
 }
 
-/// [S^T; z^T] += [V_c | 1]^T phi(K_c) for the n keys from j0 on in ws.keys() and their values in ws.values.
+/// S += phi(K)^T V and z += phi(K)^T 1 for the n staged keys from j0 on, values rows v from j0 on (row stride ldv).
 template <class T>
-void update_state(linear_workspace<T>& ws, index n, index j0 = 0) {
-  gemm<T, true, false>(ws.dv + 1, ws.m, n, ws.values.data() + j0 * (ws.dv + 1), ws.dv + 1, ws.keys() + j0 * ws.m, ws.m,
-                       ws.state.data(), ws.m, true);
+void update_state(linear_workspace<T>& ws, const T* v, index ldv, index n, index j0 = 0) {
+  gemm<T, false, false>(ws.m, ws.dv, n, ws.keys() + j0, ws.width, v + j0 * ldv, ldv, ws.state.data(), ws.width, true);
+  for (index l = 0; l < ws.m; ++l) {
+    const T* row = ws.keys() + l * ws.width + j0;
+    T sum = ws.z[l];
+    for (index j = 0; j < n; ++j) sum += row[j];
+    ws.z[l] = sum;
+  }
 }
 
 /// Raises the reference past the largest key of the n in ws.ck when it passes the margin.
@@ -215,11 +215,10 @@ void raise_for(linear_workspace<T>& ws, index n) {
 template <class T, class Map>
 void absorb_keys(const Map& map, linear_workspace<T>& ws, const head_view<const T>& k, const head_view<const T>& v,
                  index j0, index n) {
-  map_keys(map, ws, k, j0, n);
+  map_rows(map, k, j0, n, ws.m, ws.phi_k.data(), ws.ck.data());
   if constexpr (Map::log_scaled()) raise_for(ws, n);
   stage_keys<T, Map>(ws, n, 0, n);
-  stage_values(ws, v, j0, n);
-  update_state(ws, n);
+  update_state(ws, v.row(j0), v.row_stride, n);
 }
 
 /// Output row = num / den under the guard (zeros where |den| is below the smallest normal).
@@ -232,11 +231,14 @@ void write_row(const T* num, T den, index dv, T* out) noexcept {
   for (index c = 0; c < dv; ++c) out[c] = num[c] / den;
 }
 
-/// [num | den | A] (n, dv + 1 + nk) = phi_q (n, m) [S^T; z^T; keys (nk, m)]^T for the n rows in ws.phi_q.
+/// [num | A] (n, dv + nk) = phi_q (n, m) [S | keys (m, nk)], and dens = phi_q z, for the n rows in ws.phi_q.
 template <class T>
 void read_state(linear_workspace<T>& ws, index n, index nk) {
-  gemm<T, false, true>(n, ws.dv + 1 + nk, ws.m, ws.phi_q.data(), ws.m, ws.state.data(), ws.m, ws.reads.data(),
-                       ws.width, false);
+  gemm<T, false, false>(n, ws.dv + nk, ws.m, ws.phi_q.data(), ws.m, ws.state.data(), ws.width, ws.reads.data(),
+                        ws.width, false);
+  using vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+  Eigen::Map<vec>(ws.dens.data(), n).noalias() =
+      Eigen::Map<const row_matrix<T>>(ws.phi_q.data(), n, ws.m) * Eigen::Map<const vec>(ws.z.data(), ws.m);
 }
 
 /// Non-causal queries of one head against the finished state in ws.
@@ -246,7 +248,7 @@ void noncausal_queries(const Map& map, linear_workspace<T>& ws, const head_view<
     const index n = std::min(ws.chunk, q.rows - i0);
     map_rows(map, q, i0, n, ws.m, ws.phi_q.data(), ws.cq.data());
     read_state(ws, n, 0);
-    for (index i = 0; i < n; ++i) write_row(ws.num(i), ws.den(i), ws.dv, out.row(i0 + i));
+    for (index i = 0; i < n; ++i) write_row(ws.num(i), ws.dens[i], ws.dv, out.row(i0 + i));
   }
 }
 
@@ -265,8 +267,9 @@ void causal_head(const Map& map, linear_workspace<T>& ws, const head_view<const 
     const index a = std::clamp<index>(i0 + shift, 0, len), b = std::clamp<index>(i0 + rows + shift, 0, len);
     const index nk = b - a, diag = i0 + shift - a;
     map_rows(map, q, i0, rows, m, ws.phi_q.data(), ws.cq.data());
-    if (nk > 0) map_keys(map, ws, k, a, nk);
-    const bool values_finite = nk == 0 || stage_values(ws, v, a, nk);
+    if (nk > 0) map_rows(map, k, a, nk, m, ws.phi_k.data(), ws.ck.data());
+    const T* vc = nk > 0 ? v.row(a) : nullptr;  // the chunk's values, rows of stride v.row_stride, read in place
+    const bool values_finite = nk == 0 || all_finite(vc, nk, dv, v.row_stride);
     // Passes over the chunk's keys: one, unless a key's scale jumps past the reference margin; a pass
     // starts at that key, with the reference raised to its scale. Pass shapes never change, so a row's
     // arithmetic depends only on the keys it sees.
@@ -288,31 +291,33 @@ void causal_head(const Map& map, linear_workspace<T>& ws, const head_view<const 
       if (r0 < r1) {
         read_state(ws, rows, nk);
         if (nk > 0) {
-          for (index i = 0; i < rows; ++i) {  // causal mask inside the chunk
+          for (index i = 0; i < rows; ++i) {  // causal mask inside the chunk; the visible scores join den
             T* ai = ws.scores(i);
             const index seen = std::clamp<index>(i + diag + 1, 0, nk);
-            for (index j = seen; j < nk; ++j) ai[j] = T(0);
+            std::fill(ai + seen, ai + nk, T(0));
+            T den = ws.dens[i];
+            for (index j = 0; j < seen; ++j) den += ai[j];
+            ws.dens[i] = den;
           }
-          if (values_finite) {  // [num | den] += A [V | 1]
-            gemm<T, false, false>(rows, dv + 1, nk, ws.scores(0), ws.width, ws.values.data(), dv + 1, ws.num(0),
-                                  ws.width, true);
+          if (values_finite) {  // num += A V
+            gemm<T, false, false>(rows, dv, nk, ws.scores(0), ws.width, vc, v.row_stride, ws.num(0), ws.width, true);
           } else {  // 0 * inf would leak a later value into earlier rows: sum only the visible keys
             for (index i = 0; i < rows; ++i)
               for (index j = 0, seen = std::clamp<index>(i + diag + 1, 0, nk); j < seen; ++j)
-                for (index c = 0; c <= dv; ++c) ws.num(i)[c] += ws.scores(i)[j] * ws.values[j * (dv + 1) + c];
+                for (index c = 0; c < dv; ++c) ws.num(i)[c] += ws.scores(i)[j] * vc[j * v.row_stride + c];
           }
         }
         for (index i = r0; i < r1; ++i) {
           if (i + diag < 0) std::fill_n(out.row(i0 + i), dv, T(0));  // sees no key at all
-          else write_row(ws.num(i), ws.den(i), dv, out.row(i0 + i));
+          else write_row(ws.num(i), ws.dens[i], dv, out.row(i0 + i));
         }
       }
       // Keys outside this pass weigh 0, but 0 * inf would still carry a non-finite value of a later pass's key
       // into the state that this chunk's next passes read for rows that do not see that key: such chunks add
       // only this pass's keys.
       if (nk > 0) {
-        if (values_finite) update_state(ws, nk);
-        else update_state(ws, pb - pa, pa);
+        if (values_finite) update_state(ws, vc, v.row_stride, nk);
+        else update_state(ws, vc, v.row_stride, pb - pa, pa);
       }
       pa = pb;
     } while (pa < nk);
@@ -359,7 +364,7 @@ void linear_attention_impl(const tensor_view<const T>& q, const tensor_view<cons
                   length(b));
     });
   } else {
-    // The state of every (batch item, K/V head): S^T (dv, m) then z (m).
+    // The state of every (batch item, K/V head): S (m, dv) then z (m).
     const index per = (dv + 1) * m;
     aligned_buffer<T> states(B * Hkv * per);
     linear_for<T>(B * Hkv, opts, chunk, m, dv, [&](linear_workspace<T>& ws, index it) {
@@ -367,12 +372,11 @@ void linear_attention_impl(const tensor_view<const T>& q, const tensor_view<cons
       ws.reset_state();
       for (index j0 = 0, len = length(b); j0 < len; j0 += chunk)
         absorb_keys(map, ws, k.head(b, h), v.head(b, h), j0, std::min(chunk, len - j0));
-      std::copy_n(ws.state.data(), per, states.data() + it * per);
+      ws.save_state(states.data() + it * per);
     });
     linear_for<T>(B * Hq, opts, chunk, m, dv, [&](linear_workspace<T>& ws, index it) {
       const index b = it / Hq, h = it % Hq;
-      const T* st = states.data() + (b * Hkv + h / group) * per;
-      std::copy_n(st, per, ws.state.data());
+      ws.load_state(states.data() + (b * Hkv + h / group) * per);
       noncausal_queries(map, ws, q.head(b, h), out.head(b, h));
     });
   }

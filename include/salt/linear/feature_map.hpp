@@ -83,16 +83,23 @@ void exp_shifted(T* x, index n, T top) noexcept {
   for (; i < n; ++i) x[i] = std::exp(x[i] - top);
 }
 
-/// phi (rows, m) = x (rows, d) * w^T, with w (m, d) row-major.
+/// phi (rows, m) = x (rows, d) * wt, with wt = W^T (d, m) row-major: the maps keep their projection
+/// transposed, so the product reads its rows in place.
 template <class T>
-void project_rows(const feature_input<T>& x, const row_matrix<T>& w, feature_output<T>& phi) {
-  gemm<T, false, true>(x.rows(), w.rows(), x.cols(), x.data(), x.outerStride(), w.data(), w.cols(),
-                              phi.data(), phi.outerStride(), false);
+void project_rows(const feature_input<T>& x, const row_matrix<T>& wt, feature_output<T>& phi) {
+  gemm<T, false, false>(x.rows(), wt.cols(), x.cols(), x.data(), x.outerStride(), wt.data(), wt.cols(), phi.data(),
+                        phi.outerStride(), false);
+}
+
+/// (W d^(-1/4))^T (d, m) of random features W (m, d): the projection as the maps apply it.
+template <class T>
+row_matrix<T> scaled_transpose(const random_features<T>& w) {
+  return w.matrix().transpose() * static_cast<T>(std::pow(static_cast<double>(w.d()), -0.25));
 }
 
 template <class T>
-void check_projection_width(const row_matrix<T>& w, index d, const char* api, const char* map) {
-  require(w.cols() == d, api, ": ", map, " was drawn for d = ", w.cols(), " but the inputs have d = ", d);
+void check_projection_width(const row_matrix<T>& wt, index d, const char* api, const char* map) {
+  require(wt.rows() == d, api, ": ", map, " was drawn for d = ", wt.rows(), " but the inputs have d = ", d);
 }
 
 }  // namespace detail
@@ -104,19 +111,18 @@ void check_projection_width(const row_matrix<T>& w, index d, const char* api, co
 template <class T>
 class favor_plus {
  public:
-  explicit favor_plus(const random_features<T>& w)
-      : w_(w.matrix() * static_cast<T>(std::pow(static_cast<double>(w.d()), -0.25))) {}
+  explicit favor_plus(const random_features<T>& w) : wt_(detail::scaled_transpose(w)) {}
 
   static constexpr bool log_scaled() { return true; }
-  index features(index) const noexcept { return w_.rows(); }
-  void check(index d, const char* api) const { detail::check_projection_width(w_, d, api, "favor_plus"); }
+  index features(index) const noexcept { return wt_.cols(); }
+  void check(index d, const char* api) const { detail::check_projection_width(wt_, d, api, "favor_plus"); }
   /// W d^(-1/4) (m, d): the projection as applied.
-  const row_matrix<T>& scaled_projection() const noexcept { return w_; }
+  auto scaled_projection() const noexcept { return wt_.transpose(); }
 
   void map(const feature_input<T>& x, feature_output<T> phi, T* log_scale) const {
-    detail::project_rows(x, w_, phi);
+    detail::project_rows(x, wt_, phi);
     const T half_norm = static_cast<T>(0.5 / std::sqrt(static_cast<double>(x.cols())));  // |x'|^2 / 2 = |x|^2 * this
-    const T log_norm = static_cast<T>(-0.5 * std::log(static_cast<double>(w_.rows())));
+    const T log_norm = static_cast<T>(-0.5 * std::log(static_cast<double>(wt_.cols())));
     for (index r = 0; r < x.rows(); ++r) {
       const T top = phi.row(r).maxCoeff();
       detail::exp_shifted(phi.data() + r * phi.outerStride(), phi.cols(), top);
@@ -125,7 +131,7 @@ class favor_plus {
   }
 
  private:
-  row_matrix<T> w_;  // (m, d), W d^(-1/4)
+  row_matrix<T> wt_;  // (d, m), (W d^(-1/4))^T
 };
 
 /// FAVOR trigonometric random features (Performer's sin/cos features): phi(x) = exp(|x'|^2 / 2) / sqrt(m)
@@ -135,17 +141,16 @@ class favor_plus {
 template <class T>
 class favor_trig {
  public:
-  explicit favor_trig(const random_features<T>& w)
-      : w_(w.matrix() * static_cast<T>(std::pow(static_cast<double>(w.d()), -0.25))) {}
+  explicit favor_trig(const random_features<T>& w) : wt_(detail::scaled_transpose(w)) {}
 
   static constexpr bool log_scaled() { return true; }
-  index features(index) const noexcept { return 2 * w_.rows(); }
-  void check(index d, const char* api) const { detail::check_projection_width(w_, d, api, "favor_trig"); }
+  index features(index) const noexcept { return 2 * wt_.cols(); }
+  void check(index d, const char* api) const { detail::check_projection_width(wt_, d, api, "favor_trig"); }
 
   void map(const feature_input<T>& x, feature_output<T> phi, T* log_scale) const {
-    const index m = w_.rows();
+    const index m = wt_.cols();
     feature_output<T> angles(phi.data(), x.rows(), m, Eigen::OuterStride<>(phi.outerStride()));
-    detail::project_rows(x, w_, angles);
+    detail::project_rows(x, wt_, angles);
     const T half_norm = static_cast<T>(0.5 / std::sqrt(static_cast<double>(x.cols())));
     const T log_norm = static_cast<T>(-0.5 * std::log(static_cast<double>(m)));
     for (index r = 0; r < x.rows(); ++r) {
@@ -156,7 +161,7 @@ class favor_trig {
   }
 
  private:
-  row_matrix<T> w_;  // (m, d), W d^(-1/4)
+  row_matrix<T> wt_;  // (d, m), (W d^(-1/4))^T
 };
 
 /// Generalised ReLU kernel (Performer): phi(x) = relu(W x') + epsilon with W (m, d), or relu(x') + epsilon
@@ -169,20 +174,20 @@ class relu_features {
   explicit relu_features(T epsilon = T(1e-3)) : epsilon_(epsilon) { check_epsilon(); }
   /// Projected: m = w.m() features.
   explicit relu_features(const random_features<T>& w, T epsilon = T(1e-3))
-      : w_(w.matrix() * static_cast<T>(std::pow(static_cast<double>(w.d()), -0.25))), epsilon_(epsilon) {
+      : wt_(detail::scaled_transpose(w)), epsilon_(epsilon) {
     check_epsilon();
   }
 
   static constexpr bool log_scaled() { return false; }
-  index features(index d) const noexcept { return w_.size() ? w_.rows() : d; }
+  index features(index d) const noexcept { return wt_.size() ? wt_.cols() : d; }
   void check(index d, const char* api) const {
-    if (w_.size()) detail::check_projection_width(w_, d, api, "relu_features");
+    if (wt_.size()) detail::check_projection_width(wt_, d, api, "relu_features");
   }
   T epsilon() const noexcept { return epsilon_; }
 
   void map(const feature_input<T>& x, feature_output<T> phi, T*) const {
-    if (w_.size()) {
-      detail::project_rows(x, w_, phi);
+    if (wt_.size()) {
+      detail::project_rows(x, wt_, phi);
       phi = (phi.array().max(T(0)) + epsilon_).matrix();
     } else {
       const T scale = static_cast<T>(std::pow(static_cast<double>(x.cols()), -0.25));
@@ -195,7 +200,7 @@ class relu_features {
     detail::require(epsilon_ >= T(0), "salt::relu_features: epsilon must be >= 0, got ", epsilon_);
   }
 
-  row_matrix<T> w_;  // (m, d), W d^(-1/4); empty without a projection
+  row_matrix<T> wt_;  // (d, m), (W d^(-1/4))^T; empty without a projection
   T epsilon_;
 };
 
