@@ -231,21 +231,48 @@ struct lsh_workspace {
   }
 };
 
+/// Index of the first maximum of [x, -x] (2h entries) for x[0] not NaN; NaN entries never win. Each lane
+/// keeps its largest and smallest x and where it first met them (strict comparisons, so the first of equal
+/// values stays); the lanes then agree on the first position of the overall winner. The same answer as a
+/// scan keeping the first strict maximum, without its unpredictable branch per entry.
+template <class T>
+index lsh_first_argmax(const T* x, index h) noexcept {
+  using P = packet<T>;
+  constexpr int N = lanes<T>;
+  T hi = x[0], lo = x[0];
+  index at_hi = 0, at_lo = 0, j = 1;
+  if (h >= N && h <= (index{1} << std::numeric_limits<T>::digits)) {  // positions exact in T
+    P vh = ei::pset1<P>(x[0]), vl = vh, ih = ei::pset1<P>(T(0)), il = ih;
+    for (j = 0; j + N <= h; j += N) {
+      const P b = ei::ploadu<P>(x + j), at = ei::plset<P>(static_cast<T>(j));
+      const P up = ei::pcmp_lt(vh, b), down = ei::pcmp_lt(b, vl);  // false for NaN
+      vh = ei::pselect(up, b, vh);
+      ih = ei::pselect(up, at, ih);
+      vl = ei::pselect(down, b, vl);
+      il = ei::pselect(down, at, il);
+    }
+    const P never = ei::pset1<P>(std::numeric_limits<T>::infinity());
+    hi = ei::predux_max(vh);
+    lo = ei::predux_min(vl);
+    at_hi = static_cast<index>(ei::predux_min(ei::pselect(ei::pcmp_eq(vh, ei::pset1<P>(hi)), ih, never)));
+    at_lo = static_cast<index>(ei::predux_min(ei::pselect(ei::pcmp_eq(vl, ei::pset1<P>(lo)), il, never)));
+  }
+  for (; j < h; ++j) {
+    if (x[j] > hi) hi = x[j], at_hi = j;
+    if (x[j] < lo) lo = x[j], at_lo = j;
+  }
+  return hi >= -lo ? at_hi : h + at_lo;  // ties go to the x half, which comes first
+}
+
 /// Bucket of one rotated vector (w = rotation width values of one round): per factor f, the first maximum
-/// of [x, -x] over its f/2 columns.
+/// of [x, -x] over its f/2 columns (0 when its first column is NaN, which no entry then exceeds).
 template <class T>
 index lsh_bucket_of(const T* rotated, const std::vector<index>& factors) noexcept {
   index bucket = 0, product = 1;
   const T* x = rotated;
   for (const index f : factors) {
     const index h = f / 2;
-    index best = 0;
-    T top = x[0];
-    for (index j = 1; j < h; ++j)
-      if (x[j] > top) top = x[j], best = j;
-    for (index j = 0; j < h; ++j)
-      if (-x[j] > top) top = -x[j], best = h + j;
-    bucket += product * best;
+    if (x[0] == x[0]) bucket += product * lsh_first_argmax(x, h);
     product *= f;
     x += h;
   }
@@ -403,11 +430,16 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
         K[p] = key_valid(b, p) ? 0 : -1;
       }
     }
-    // Keys: x / sqrt(mean(x^2) + 1e-6), the sum of squares accumulated in double; / sqrt(d) is the scale.
+    // Keys: x / sqrt(mean(x^2) + 1e-6), the sum of squares accumulated in double, in 8 interleaved partial
+    // sums (one chain of d dependent adds cost more than the gather below); / sqrt(d) is the scale.
     for (index p = 0; p < L; ++p) {
       const T* x = X.row(p);
-      double ss = 0;
-      for (index j = 0; j < d; ++j) ss += static_cast<double>(x[j]) * static_cast<double>(x[j]);
+      double part[8] = {};
+      index j = 0;
+      for (; j + 8 <= d; j += 8)
+        for (index u = 0; u < 8; ++u) part[u] += static_cast<double>(x[j + u]) * static_cast<double>(x[j + u]);
+      for (; j < d; ++j) part[0] += static_cast<double>(x[j]) * static_cast<double>(x[j]);
+      const double ss = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
       inv_rms[static_cast<std::size_t>(p)] = static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(d) + 1e-6));
     }
     T* qd = qs + bh * rows * d;

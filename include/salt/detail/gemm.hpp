@@ -54,12 +54,12 @@ EIGEN_STRONG_INLINE void mac_tile(index depth, const T* a, index ars, index aks,
   }
 }
 
-/// c (MR, NC) = [c +] a (MR, depth) b (depth, NC), strides as in mac_tile, c row-major with ldc.
-template <class T, int MR>
+/// c (MR, NP packets) = [c +] a (MR, depth) b (depth, NP packets), strides as in mac_tile, c row-major.
+template <class T, int MR, int NP>
 void gemm_tile(index depth, const T* a, index ars, index aks, const T* b, index ldb, T* c, index ldc,
                bool accumulate) noexcept {
   using P = packet<T>;
-  constexpr int N = lanes<T>, NP = gemm_shape<T>::NP;
+  constexpr int N = lanes<T>;
   P acc[MR][NP];
   SALT_UNROLL
   for (int r = 0; r < MR; ++r)
@@ -72,16 +72,31 @@ void gemm_tile(index depth, const T* a, index ars, index aks, const T* b, index 
     for (int p = 0; p < NP; ++p) ei::pstoreu(c + r * ldc + p * N, acc[r][p]);
 }
 
-/// One panel of NC columns: c (rows, NC) = [c +] a (rows, depth) b (depth, NC) in tiles of MR rows, the
-/// last rows two and one at a time (one row alone leaves the FMA units waiting on NP chains).
-template <class T>
+/// One panel of NP packets of columns: c (rows, NP N) = [c +] a (rows, depth) b (depth, NP N) in tiles of MR
+/// rows, the last rows two and one at a time (one row alone leaves the FMA units waiting on NP chains).
+template <class T, int NP>
 void gemm_panel(index rows, index depth, const T* a, index ars, index aks, const T* b, index ldb, T* c, index ldc,
                 bool accumulate) noexcept {
   constexpr int MR = gemm_shape<T>::MR;
   index r = 0;
-  for (; r + MR <= rows; r += MR) gemm_tile<T, MR>(depth, a + r * ars, ars, aks, b, ldb, c + r * ldc, ldc, accumulate);
-  for (; r + 2 <= rows; r += 2) gemm_tile<T, 2>(depth, a + r * ars, ars, aks, b, ldb, c + r * ldc, ldc, accumulate);
-  if (r < rows) gemm_tile<T, 1>(depth, a + r * ars, ars, aks, b, ldb, c + r * ldc, ldc, accumulate);
+  for (; r + MR <= rows; r += MR)
+    gemm_tile<T, MR, NP>(depth, a + r * ars, ars, aks, b, ldb, c + r * ldc, ldc, accumulate);
+  for (; r + 2 <= rows; r += 2) gemm_tile<T, 2, NP>(depth, a + r * ars, ars, aks, b, ldb, c + r * ldc, ldc, accumulate);
+  if (r < rows) gemm_tile<T, 1, NP>(depth, a + r * ars, ars, aks, b, ldb, c + r * ldc, ldc, accumulate);
+}
+
+/// gemm_panel for a panel of np (1 ... NP) packets.
+template <class T>
+void gemm_panel(int np, index rows, index depth, const T* a, index ars, index aks, const T* b, index ldb, T* c,
+                index ldc, bool accumulate) noexcept {
+  static_assert(gemm_shape<T>::NP <= 4, "salt: gemm_panel dispatches up to 4 packets");
+  switch (np) {
+    case 1: return gemm_panel<T, 1>(rows, depth, a, ars, aks, b, ldb, c, ldc, accumulate);
+    case 2: return gemm_panel<T, 2>(rows, depth, a, ars, aks, b, ldb, c, ldc, accumulate);
+    case 3: return gemm_panel<T, 3>(rows, depth, a, ars, aks, b, ldb, c, ldc, accumulate);
+    default:
+      if constexpr (gemm_shape<T>::NP == 4) return gemm_panel<T, 4>(rows, depth, a, ars, aks, b, ldb, c, ldc, accumulate);
+  }
 }
 
 /// c (rows, cols) = [c +] op(a) (rows, depth) * op(b) (depth, cols). a is row-major with leading
@@ -91,7 +106,7 @@ template <class T, bool TransA, bool TransB>
 void gemm(index rows, index cols, index depth, const T* a, index lda, const T* b, index ldb, T* c, index ldc,
           bool accumulate) noexcept {
   using shape = gemm_shape<T>;
-  constexpr index NC = shape::NC, KC = shape::KC, MR = shape::MR;
+  constexpr index N = shape::N, NC = shape::NC, KC = shape::KC, MR = shape::MR;
   if (rows == 0 || cols == 0) return;
   if (depth == 0) {
     if (!accumulate)
@@ -101,37 +116,40 @@ void gemm(index rows, index cols, index depth, const T* a, index lda, const T* b
   const index ars = TransA ? 1 : lda, aks = TransA ? lda : 1;
   for (index j0 = 0; j0 < cols; j0 += NC) {
     const index nc = std::min(NC, cols - j0);
-    if (!TransB && nc == NC) {  // b's rows are read in place
-      gemm_panel<T>(rows, depth, a, ars, aks, b + j0, ldb, c + j0, ldc, accumulate);
+    const int np = static_cast<int>((nc + N - 1) / N);
+    const index width = np * N;
+    if (!TransB && nc == width) {  // whole packets: b's rows are read in place
+      gemm_panel<T>(np, rows, depth, a, ars, aks, b + j0, ldb, c + j0, ldc, accumulate);
       continue;
     }
-    // A transposed or partial panel: packed, zero-padded to NC columns, KC steps of depth at a time (the
-    // sums carry over in c, which changes no bits); a partial panel's rows of c pass through a full-width tile.
+    // A transposed panel, or one ending in a partial packet: packed, zero-padded to whole packets, KC steps of
+    // depth at a time (the sums carry over in c, which changes no bits); a partial panel's rows of c pass
+    // through a full-width tile.
     alignas(workspace_alignment) T packed[KC * NC];
     alignas(workspace_alignment) T tile[MR * NC];
     for (index k0 = 0; k0 < depth; k0 += KC) {
       const index kc = std::min(KC, depth - k0);
       for (index k = 0; k < kc; ++k) {
-        T* row = packed + k * NC;
+        T* row = packed + k * width;
         for (index j = 0; j < nc; ++j) row[j] = TransB ? b[(j0 + j) * ldb + k0 + k] : b[(k0 + k) * ldb + j0 + j];
-        std::fill(row + nc, row + NC, T(0));
+        std::fill(row + nc, row + width, T(0));
       }
       const bool acc = accumulate || k0 > 0;
       const T* ak = a + k0 * aks;
-      if (nc == NC) {
-        gemm_panel<T>(rows, kc, ak, ars, aks, packed, NC, c + j0, ldc, acc);
+      if (nc == width) {
+        gemm_panel<T>(np, rows, kc, ak, ars, aks, packed, width, c + j0, ldc, acc);
         continue;
       }
       for (index r0 = 0; r0 < rows; r0 += MR) {
         const index nr = std::min(MR, rows - r0);
         for (index r = 0; r < nr; ++r) {
-          T* dst = tile + r * NC;
+          T* dst = tile + r * width;
           if (acc) std::copy_n(c + (r0 + r) * ldc + j0, nc, dst);
           else std::fill_n(dst, nc, T(0));
-          std::fill(dst + nc, dst + NC, T(0));  // computed and dropped: zeros, never a denormal or NaN
+          std::fill(dst + nc, dst + width, T(0));  // computed and dropped: zeros, never a denormal or NaN
         }
-        gemm_panel<T>(nr, kc, ak + r0 * ars, ars, aks, packed, NC, tile, NC, true);
-        for (index r = 0; r < nr; ++r) std::copy_n(tile + r * NC, nc, c + (r0 + r) * ldc + j0);
+        gemm_panel<T>(np, nr, kc, ak + r0 * ars, ars, aks, packed, width, tile, width, true);
+        for (index r = 0; r < nr; ++r) std::copy_n(tile + r * width, nc, c + (r0 + r) * ldc + j0);
       }
     }
   }
