@@ -91,6 +91,57 @@ void add_non_finite_block(const Mask& mask, engine_workspace<T>& ws, const T* st
   }
 }
 
+/// Asks for rows [r0, r1) of x to be brought into the second-level cache, for reading or for writing.
+template <bool Write, class T>
+void prefetch_rows(const head_view<T>& x, index r0, index r1) noexcept {
+#if defined(__GNUC__)
+  constexpr index line = 64 / static_cast<index>(sizeof(T));
+  for (index r = r0; r < std::min(r1, x.rows); ++r)
+    for (index c = 0; c < x.cols; c += line) __builtin_prefetch(x.row(r) + c, Write ? 1 : 0, 2);
+#else
+  (void)x, (void)r0, (void)r1;
+#endif
+}
+
+/// qt (d rows of query_tile) = scale * Q's rows [q0, q0 + nq), transposed; columns nq ... qp N - 1 zero.
+/// Square blocks of N queries x N features are transposed in registers: one scalar store per element cost
+/// a sparse tile, which visits few key blocks, close to a tenth of its time.
+template <class T>
+void pack_queries(const head_view<const T>& Q, index q0, index nq, int qp, T scale, T* qt) noexcept {
+  using P = packet<T>;
+  constexpr int N = lanes<T>;
+  constexpr index S = tile_shape<T>::query_tile;
+  const index d = Q.cols;
+  const P sc = ei::pset1<P>(scale);
+  index i0 = 0;
+  for (; i0 + N <= nq; i0 += N) {
+    index c0 = 0;
+    for (; c0 + N <= d; c0 += N) {
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"  // Eigen's own block of vector types, as Eigen does
+#endif
+      ei::PacketBlock<P, N> block;
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+      SALT_UNROLL
+      for (int u = 0; u < N; ++u) block.packet[u] = ei::pmul(ei::ploadu<P>(Q.row(q0 + i0 + u) + c0), sc);
+      ei::ptranspose(block);
+      SALT_UNROLL
+      for (int u = 0; u < N; ++u) ei::pstoreu(qt + (c0 + u) * S + i0, block.packet[u]);
+    }
+    for (; c0 < d; ++c0)
+      for (int u = 0; u < N; ++u) qt[c0 * S + i0 + u] = Q.row(q0 + i0 + u)[c0] * scale;
+  }
+  for (index i = i0; i < nq; ++i) {
+    const T* row = Q.row(q0 + i);
+    for (index c = 0; c < d; ++c) qt[c * S + i] = row[c] * scale;
+  }
+  for (index i = nq; i < qp * N; ++i)
+    for (index c = 0; c < d; ++c) qt[c * S + i] = T(0);
+}
+
 /// One query tile of one head: plan, visit key blocks, normalise, write out.
 template <class T, class Mask, class Score>
 void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, index tile, engine_workspace<T>& ws) {
@@ -112,14 +163,11 @@ void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, 
   // scaled element (1/sqrt(d) is often a power of two, log2(e) never is) costs 4x the naive float error
   // at logits of 1e4. The softmax converts s - m instead, which is exact near the max, at no measured cost.
   const T scale = Score::uses_dot_product() ? static_cast<T>(pb.score.dot_scale(d)) : T(0);
-  if constexpr (Score::uses_dot_product()) {
-    for (index i = 0; i < nq; ++i) {
-      const T* row = Q.row(q0 + i);
-      for (index c = 0; c < d; ++c) ws.qt[c * S + i] = row[c] * scale;
-    }
-    for (index i = nq; i < qp * N; ++i)
-      for (index c = 0; c < d; ++c) ws.qt[c * S + i] = T(0);
-  }
+  if constexpr (Score::uses_dot_product()) pack_queries(Q, q0, nq, qp, scale, ws.qt.data());
+  // The next tile's queries and output rows, which the thread most often takes next: between two tiles
+  // the key blocks of a sparse pattern (and LSH's sorted rows) break the hardware prefetcher's stream.
+  prefetch_rows<false>(Q, q0 + S, q0 + 2 * S);
+  prefetch_rows<true>(O, q0 + S, q0 + 2 * S);
   std::fill_n(ws.m.data(), S, -std::numeric_limits<T>::infinity());
   std::fill_n(ws.l.data(), S, T(0));
   std::fill_n(ws.o.data(), S * ws.o_stride, T(0));
@@ -127,9 +175,19 @@ void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, 
   block_plan plan(ws.plan_storage.data(), ws.plan_capacity, ws.plan_lists);
   plan_blocks(pb.mask, block_query{q0, q0 + nq, BK, where}, plan);
 
-  for (const block_run& run : plan.runs()) {
+  const auto runs = plan.runs();
+  for (std::size_t r = 0; r < runs.size(); ++r) {
+    const block_run& run = runs[r];
     for (index kb = run.first; kb < run.last; ++kb) {
       const index k0 = kb * BK, nk = std::min(BK, lk - k0);
+      // The next block of the plan is requested now: a sparse pattern's jumps (BigBird's random and global
+      // blocks, a layout's columns) are misses the hardware prefetcher cannot foresee, and at long lengths they
+      // come from memory.
+      const index next = kb + 1 < run.last ? kb + 1 : (r + 1 < runs.size() ? runs[r + 1].first : -1);
+      if (next >= 0) {
+        prefetch_rows<false>(K, next * BK, next * BK + BK);
+        prefetch_rows<false>(V, next * BK, next * BK + BK);
+      }
       T* st = ws.st.data();
       if constexpr (Score::uses_dot_product()) {
         dot_tile<T>(ws.qt.data(), K.row(k0), K.row_stride, nk, d, qp, st);
