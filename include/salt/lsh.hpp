@@ -279,6 +279,17 @@ index lsh_bucket_of(const T* rotated, const std::vector<index>& factors) noexcep
   return bucket;
 }
 
+/// dst[0, n) = src[0, n) a packet at a time: the gathers copy one short row per call, where a library
+/// memmove spends more on its call and size dispatch than on the copy.
+template <class T>
+void copy_row(const T* src, index n, T* dst) noexcept {
+  using P = packet<T>;
+  constexpr int N = lanes<T>;
+  index j = 0;
+  for (; j + N <= n; j += N) ei::pstoreu(dst + j, ei::ploadu<P>(src + j));
+  for (; j < n; ++j) dst[j] = src[j];
+}
+
 /// Positions hashed per matrix product.
 inline constexpr index lsh_hash_block = 64;
 
@@ -366,6 +377,7 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
   detail::require(rows < (index{1} << 31), api, ": n_hashes * padded length = ", rows, " rows exceed 2^31");
   const index nb = opt.buckets(), w = opt.rotation_width(), heads_all = B * H;
   constexpr index lsh_ahead = 8;  // rows prefetched ahead where sorted rows are gathered
+  constexpr index line = 64 / static_cast<index>(sizeof(T));  // entries per cache line
 
   // Workspaces, (B, H, rows, .) each: sorted qk (queries), normalised keys, values, outputs, LSEs, positions,
   // buckets. Kept per calling thread between calls (grown, never shrunk; released at thread exit): touching
@@ -397,12 +409,28 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
     const head_view<const T> X = qk.head(b, h), V = v.head(b, h);
     std::int32_t* P = pos + bh * rows;
     std::int32_t* K = bkt + bh * rows;
+    // Keys: x / sqrt(mean(x^2) + 1e-6) for rows [p0, p0 + n), the sum of squares accumulated in double, in 8
+    // interleaved partial sums (one chain of d dependent adds cost more than the gather below); / sqrt(d) is
+    // the scale. Hashing calls it on each block of rows while they are in cache.
+    auto key_rms = [&](index p0, index n) {
+      for (index p = p0; p < p0 + n; ++p) {
+        const T* x = X.row(p);
+        double part[8] = {};
+        index j = 0;
+        for (; j + 8 <= d; j += 8)
+          for (index u = 0; u < 8; ++u) part[u] += static_cast<double>(x[j + u]) * static_cast<double>(x[j + u]);
+        for (; j < d; ++j) part[0] += static_cast<double>(x[j]) * static_cast<double>(x[j]);
+        const double ss = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+        inv_rms[static_cast<std::size_t>(p)] = static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(d) + 1e-6));
+      }
+    };
     // buckets: (rounds, Lp) bucket of every position (nb: padding, sorted last).
     if (hashed) {
       const auto R = rot.head(h);  // (d, rounds * w)
       for (index p0 = 0; p0 < L; p0 += detail::lsh_hash_block) {
         const index n = std::min(detail::lsh_hash_block, L - p0);
         detail::lsh_rotate(X.row(p0), n, d, X.row_stride, R.data(), rounds * w, rotated.data());
+        key_rms(p0, n);
         for (index i = 0; i < n; ++i) {
           const bool ok = key_valid(b, p0 + i);
           for (index r = 0; r < rounds; ++r)
@@ -429,18 +457,7 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
         P[p] = static_cast<std::int32_t>(p);
         K[p] = key_valid(b, p) ? 0 : -1;
       }
-    }
-    // Keys: x / sqrt(mean(x^2) + 1e-6), the sum of squares accumulated in double, in 8 interleaved partial
-    // sums (one chain of d dependent adds cost more than the gather below); / sqrt(d) is the scale.
-    for (index p = 0; p < L; ++p) {
-      const T* x = X.row(p);
-      double part[8] = {};
-      index j = 0;
-      for (; j + 8 <= d; j += 8)
-        for (index u = 0; u < 8; ++u) part[u] += static_cast<double>(x[j + u]) * static_cast<double>(x[j + u]);
-      for (; j < d; ++j) part[0] += static_cast<double>(x[j]) * static_cast<double>(x[j]);
-      const double ss = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
-      inv_rms[static_cast<std::size_t>(p)] = static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(d) + 1e-6));
+      key_rms(0, L);
     }
     T* qd = qs + bh * rows * d;
     T* kf = kscale + bh * rows;
@@ -449,8 +466,8 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
 #if defined(__GNUC__)
       if (s + lsh_ahead < rows && P[s + lsh_ahead] < L) {  // rows are read in sorted, hence random, order
         const index pa = P[s + lsh_ahead];
-        for (index j = 0; j < d; j += 16) __builtin_prefetch(X.row(pa) + j);
-        for (index j = 0; j < dv; j += 16) __builtin_prefetch(V.row(pa) + j);
+        for (index j = 0; j < d; j += line) __builtin_prefetch(X.row(pa) + j);
+        for (index j = 0; j < dv; j += line) __builtin_prefetch(V.row(pa) + j);
       }
 #endif
       const index p = P[s];
@@ -460,11 +477,9 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
         std::fill_n(vd + s * dv, dv, T(0));
         continue;
       }
-      const T* x = X.row(p);
       kf[s] = inv_rms[static_cast<std::size_t>(p)];
-      std::copy_n(x, d, qd + s * d);
-      const T* vr = V.row(p);
-      for (index j = 0; j < dv; ++j) vd[s * dv + j] = vr[j];
+      detail::copy_row(X.row(p), d, qd + s * d);
+      detail::copy_row(V.row(p), dv, vd + s * dv);
     }
   };
 
@@ -527,7 +542,7 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
       for (index r = 0; r < rounds; ++r) m = std::max(m, l[where[static_cast<std::size_t>(r * L + p)]]);
       T* dst = O.row(p);
       if (rounds == 1) {  // weight exp(lse - lse) = 1: copy (also for a NaN LSE, which the output then carries)
-        std::copy_n(o + where[static_cast<std::size_t>(p)] * dv, dv, dst);
+        detail::copy_row(o + where[static_cast<std::size_t>(p)] * dv, dv, dst);
         if (lse_out) lse_out[p] = l[where[static_cast<std::size_t>(p)]];
         continue;
       }
