@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "../config.hpp"
+#include "gemm.hpp"
 #include "simd.hpp"
 
 namespace salt::detail {
@@ -19,10 +20,9 @@ namespace salt::detail {
 template <class T>
 struct tile_shape {
   static constexpr int N = lanes<T>;
-  /// Query packets per tile and keys per dot-product step: QP * KR accumulators, QP query loads and one
-  /// broadcast must fit in the register file (29 of 32 with AVX-512, 13 of 16 otherwise).
-  static constexpr int QP = vector_registers >= 32 ? 4 : 3;
-  static constexpr int KR = vector_registers >= 32 ? 6 : 3;
+  /// Query packets per tile: the logits of a tile are one panel of detail::gemm (gemm_shape's NP packets,
+  /// its MR keys at a time).
+  static constexpr int QP = gemm_shape<T>::NP;
   /// P.V step: R query rows times CP value packets of accumulators (16 of 32, or 8 of 16 registers).
   static constexpr int R = (QP * N) % 4 == 0 ? 4 : 2;  // 2 when the tile is 6 doubles (SSE2)
   static constexpr int CP = vector_registers >= 32 ? 4 : 2;
@@ -34,61 +34,14 @@ struct tile_shape {
   static_assert(query_tile % R == 0, "salt: the query tile must hold whole P.V row groups.");
 };
 
-/// st[j][p*N..] = sum_c qt[c][p*N..] * k_j[c] for KR keys starting at `k`, QP query packets.
-template <class T, int KR, int QP>
-EIGEN_STRONG_INLINE void dot_step(const T* qt, index qt_stride, const T* k, index k_stride, index d, T* st,
-                                  index st_stride) noexcept {
-  using P = packet<T>;
-  constexpr int N = lanes<T>;
-  P acc[KR][QP];
-  SALT_UNROLL
-  for (int r = 0; r < KR; ++r)
-    SALT_UNROLL
-    for (int p = 0; p < QP; ++p) acc[r][p] = ei::pset1<P>(T(0));
-  for (index c = 0; c < d; ++c) {
-    P qv[QP];
-    SALT_UNROLL
-    for (int p = 0; p < QP; ++p) qv[p] = ei::pload<P>(qt + c * qt_stride + p * N);
-    SALT_UNROLL
-    for (int r = 0; r < KR; ++r) {
-      const P kb = ei::pset1<P>(k[r * k_stride + c]);
-      SALT_UNROLL
-      for (int p = 0; p < QP; ++p) acc[r][p] = ei::pmadd(qv[p], kb, acc[r][p]);
-    }
-  }
-  SALT_UNROLL
-  for (int r = 0; r < KR; ++r)
-    SALT_UNROLL
-    for (int p = 0; p < QP; ++p) ei::pstore(st + r * st_stride + p * N, acc[r][p]);
-}
-
-template <class T, int QP>
-void dot_tile_packets(const T* qt, index qt_stride, const T* k, index k_stride, index nk, index d, T* st,
-                      index st_stride) noexcept {
-  constexpr int KR = tile_shape<T>::KR;
-  index j = 0;
-  for (; j + KR <= nk; j += KR) dot_step<T, KR, QP>(qt, qt_stride, k + j * k_stride, k_stride, d, st + j * st_stride, st_stride);
-  // The rest (64 = 10 x 6 + 4 keys with AVX-512) in steps of 2 where possible: one key at a time leaves the
-  // FMA units waiting on a single chain per query packet. Each logit is summed in the same order whatever
-  // the step, so results do not depend on it.
-  if constexpr (KR > 2)
-    for (; j + 2 <= nk; j += 2) dot_step<T, 2, QP>(qt, qt_stride, k + j * k_stride, k_stride, d, st + j * st_stride, st_stride);
-  for (; j < nk; ++j) dot_step<T, 1, QP>(qt, qt_stride, k + j * k_stride, k_stride, d, st + j * st_stride, st_stride);
-}
-
 /// Logits of `nk` keys (rows of k, stride k_stride) against the query tile packed in qt (d rows of
-/// query_tile, already scaled): st[j][i] = qt[:, i] . k_j, for the first `qp` query packets.
+/// query_tile, already scaled): st[j][i] = qt[:, i] . k_j, for the first `qp` query packets. This is the
+/// product st = K qt, run by detail::gemm's register tiles (keys in tiles of MR rows, then two and one at a
+/// time; each logit one chain of multiply-adds over d, whatever the tile).
 template <class T>
 void dot_tile(const T* qt, const T* k, index k_stride, index nk, index d, int qp, T* st) noexcept {
   constexpr index S = tile_shape<T>::query_tile;
-  switch (qp) {
-    case 1: dot_tile_packets<T, 1>(qt, S, k, k_stride, nk, d, st, S); break;
-    case 2: dot_tile_packets<T, 2>(qt, S, k, k_stride, nk, d, st, S); break;
-    case 3: dot_tile_packets<T, 3>(qt, S, k, k_stride, nk, d, st, S); break;
-    default:
-      if constexpr (tile_shape<T>::QP >= 4) dot_tile_packets<T, tile_shape<T>::QP>(qt, S, k, k_stride, nk, d, st, S);
-      break;
-  }
+  gemm<T, false, false>(nk, qp * tile_shape<T>::N, d, k, k_stride, qt, S, st, S, false);
 }
 
 /// Sets the logits of one key row (qp query packets) to -inf where `allowed` has a 0 bit (bit i: query i).
