@@ -184,12 +184,14 @@ void stage_keys(linear_workspace<T>& ws, index n, index pa, index pb) {
     if constexpr (Map::log_scaled()) w[j] = j >= pa && j < pb ? ws.weight(ws.ck[j]) : T(0);
     else w[j] = T(1);
   }
-  // Blocks of 16 x 16: the reads and the strided writes both stay within a few cache lines.
+  // Blocks of 16 x 16: the reads and the strided writes both stay within a few cache lines. A key of weight 0
+  // is written as zeros, not as 0 * phi: the features of a key whose scale overflowed to -inf may be NaN.
   constexpr index B = 16;
   for (index l0 = 0; l0 < m; l0 += B)
     for (index j0 = 0; j0 < n; j0 += B)
       for (index j = j0, je = std::min(n, j0 + B); j < je; ++j)
-        for (index l = l0, le = std::min(m, l0 + B); l < le; ++l) ws.keys()[l * width + j] = ws.phi_k[j * m + l] * w[j];
+        for (index l = l0, le = std::min(m, l0 + B); l < le; ++l)
+          ws.keys()[l * width + j] = w[j] == T(0) ? T(0) : ws.phi_k[j * m + l] * w[j];
 }
 
 /// S += phi(K)^T V and z += phi(K)^T 1 for the n staged keys from j0 on, values rows v from j0 on (row stride ldv).
