@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "common/alloc_counter.hpp"
 #include "common/benchmark_main.hpp"
@@ -135,6 +136,27 @@ void BM_streaming(benchmark::State& state) {
   state.counters["alloc_B/token"] = static_cast<double>(alloc.bytes) / tok;
 }
 
+/// detail::gemm alone on linear attention's shapes (args rows, cols, depth, a transposed): the state read
+/// phi(Q_c) [S | phi(K_c)^T] (64 x 128 x 256), A V (64 x 64 x 64), the state update phi(K_c)^T V (256 x 64 x
+/// 64, a transposed) and a feature projection (64 x 256 x 64); fraction of the in-run FMA peak.
+void BM_gemm(benchmark::State& state) {
+  const index rows = state.range(0), cols = state.range(1), depth = state.range(2);
+  const bool trans_a = state.range(3) != 0;
+  std::vector<float> a(static_cast<std::size_t>(rows * depth), 0.5f), b(static_cast<std::size_t>(depth * cols), 0.25f),
+      c(static_cast<std::size_t>(rows * cols));
+  double seconds = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (trans_a) salt::detail::gemm<float, true, false>(rows, cols, depth, a.data(), rows, b.data(), cols, c.data(), cols, false);
+    else salt::detail::gemm<float, false, false>(rows, cols, depth, a.data(), depth, b.data(), cols, c.data(), cols, false);
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  const double flops = 2.0 * static_cast<double>(rows * cols * depth) * static_cast<double>(state.iterations());
+  state.counters["fraction_of_peak"] = flops / seconds * 1e-9 / fma_peak_gflops;
+}
+
 /// Error of FAVOR+ (orthogonal, chi norms, seed 42) against exact softmax attention (salt::attention,
 /// no_mask) on the same inputs, non-causal, at L = 4096, d = 64: the attention_inputs q, k uniform in
 /// [-1, 1) times scale = arg 1 / 4 (0.5, 1, 2: larger norms give peakier softmax rows and noisier
@@ -170,6 +192,12 @@ BENCHMARK(BM_causal_chunk)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_streaming)->Arg(64)->ArgName("m")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_gemm)
+    ->Args({64, 128, 256, 0})
+    ->Args({64, 64, 64, 0})
+    ->Args({256, 64, 64, 1})
+    ->Args({64, 256, 64, 0})
+    ->ArgNames({"rows", "cols", "depth", "trans_a"});
 BENCHMARK(BM_error_vs_exact)
     ->ArgsProduct({{16, 64, 256, 1024}, {2, 4, 8}})
     ->ArgNames({"m", "scale"})
