@@ -299,7 +299,8 @@ struct maker<fixed> {
       case 2: m.summary = m.block; break;
       default: m.summary = std::min<index>(m.block, 1);
     }
-    if (c.in.one_in(48)) m.summary = c.in.flag() ? -1 : m.block + 1;  // rejected (unless it overflows: block huge)
+    if (c.in.one_in(48))  // rejected; a block of the largest index has no larger summary to reject
+      m.summary = c.in.flag() || m.block == std::numeric_limits<index>::max() ? -1 : m.block + 1;
     if (m.summary < -1) m.summary = -1;
     return m;
   }
