@@ -377,7 +377,6 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
   detail::require(rows < (index{1} << 31), api, ": n_hashes * padded length = ", rows, " rows exceed 2^31");
   const index nb = opt.buckets(), w = opt.rotation_width(), heads_all = B * H;
   constexpr index lsh_ahead = 8;  // rows prefetched ahead where sorted rows are gathered
-  constexpr index line = 64 / static_cast<index>(sizeof(T));  // entries per cache line
 
   // Workspaces, (B, H, rows, .) each: sorted qk (queries), normalised keys, values, outputs, LSEs, positions,
   // buckets. Kept per calling thread between calls (grown, never shrunk; released at thread exit): touching
@@ -463,13 +462,11 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
     T* kf = kscale + bh * rows;
     T* vd = vs + bh * rows * dv;
     for (index s = 0; s < rows; ++s) {
-#if defined(__GNUC__)
       if (s + lsh_ahead < rows && P[s + lsh_ahead] < L) {  // rows are read in sorted, hence random, order
         const index pa = P[s + lsh_ahead];
-        for (index j = 0; j < d; j += line) __builtin_prefetch(X.row(pa) + j);
-        for (index j = 0; j < dv; j += line) __builtin_prefetch(V.row(pa) + j);
+        detail::prefetch_rows<false, const T, 3>(X, pa, pa + 1);  // wanted a few rows later: first level
+        detail::prefetch_rows<false, const T, 3>(V, pa, pa + 1);
       }
-#endif
       const index p = P[s];
       if (p >= L) {  // model padding rows: zeros, never seen as keys, their outputs dropped
         std::fill_n(qd + s * d, d, T(0));

@@ -91,13 +91,14 @@ void add_non_finite_block(const Mask& mask, engine_workspace<T>& ws, const T* st
   }
 }
 
-/// Asks for rows [r0, r1) of x to be brought into the second-level cache, for reading or for writing.
-template <bool Write, class T>
+/// Asks for rows [r0, r1) of x to be brought into cache, for reading or for writing: into the second level
+/// by default (Locality 2, for data wanted a block of work later), the first with Locality 3.
+template <bool Write, class T, int Locality = 2>
 void prefetch_rows(const head_view<T>& x, index r0, index r1) noexcept {
 #if defined(__GNUC__)
   constexpr index line = 64 / static_cast<index>(sizeof(T));
   for (index r = r0; r < std::min(r1, x.rows); ++r)
-    for (index c = 0; c < x.cols; c += line) __builtin_prefetch(x.row(r) + c, Write ? 1 : 0, 2);
+    for (index c = 0; c < x.cols; c += line) __builtin_prefetch(x.row(r) + c, Write ? 1 : 0, Locality);
 #else
   (void)x, (void)r0, (void)r1;
 #endif
