@@ -20,7 +20,7 @@ namespace salt::test {
 template <class Mask>
 std::string plan_violation(const Mask& mask, index lq, index lk, index query_tile, index block, bool tight,
                            index head = 0) {
-  const index lists = detail::plan_lists_v<Mask>;
+  const index lists = plan_lists_v<Mask>;
   const index capacity = (lk + block - 1) / block + 1;
   std::vector<block_run> storage(static_cast<std::size_t>(lists * capacity));
   std::vector<int> kind;

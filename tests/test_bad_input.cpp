@@ -43,10 +43,10 @@ TEST_CASE("an output that shares memory with an input is refused, and nothing is
   CHECK(error_of([&] { salt::lsh_attention<float>(in(q), in(v), out_of(q), rot, lsh_opt); }) ==
         "salt::lsh_attention: out overlaps an input; LSH attention cannot run in place");
   CHECK(error_of([&] { salt::linear_attention<float>(in(q), in(k), in(v), out_of(q), salt::elu_plus_one{}); }) ==
-        "salt::linear_attention: out overlaps an input; attention cannot run in place");
+        "salt::linear_attention: out overlaps an input; linear attention cannot run in place");
   const auto proj = salt::linformer_projections<float>::gaussian(4, 32, 1, salt::linformer_sharing::shared_heads, 1);
   CHECK(error_of([&] { salt::linformer_attention<float>(in(q), in(k), in(v), out_of(q), proj); }) ==
-        "salt::linformer_attention: out overlaps an input; attention cannot run in place");
+        "salt::linformer_attention: out overlaps an input; Linformer attention cannot run in place");
   CHECK(q == before);
 }
 

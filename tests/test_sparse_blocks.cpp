@@ -106,7 +106,7 @@ TEST_CASE("sparse masks satisfy the concept, are trivially copyable and plan the
   STATIC_REQUIRE(salt::planned_mask<salt::fixed>);
   STATIC_REQUIRE(salt::planned_mask<decltype(salt::bigbird{} & salt::key_padding{})>);
   STATIC_REQUIRE(salt::planned_mask<decltype(salt::strided{} & salt::causal{})>);
-  STATIC_REQUIRE(salt::detail::plan_lists_v<decltype(salt::fixed{} | salt::block_layout{})> == 1 + 3 + 4);
+  STATIC_REQUIRE(salt::plan_lists_v<decltype(salt::fixed{} | salt::block_layout{})> == 1 + 3 + 4);
 }
 
 TEST_CASE("block plans of sparse masks agree with the per-pair test", "[sparse][plan]") {

@@ -308,7 +308,7 @@ namespace {
 /// Plans one query tile with `runs` runs of storage per list, however long the key axis.
 template <class Mask>
 std::vector<salt::block_run> plan_of(const Mask& mask, idx q_begin, idx q_end, idx L, idx block, idx runs) {
-  const idx lists = salt::detail::plan_lists_v<Mask>;
+  const idx lists = salt::plan_lists_v<Mask>;
   std::vector<salt::block_run> storage(static_cast<std::size_t>(lists * runs));
   salt::block_plan plan(storage.data(), runs, lists);
   salt::detail::plan_blocks(mask, salt::block_query{q_begin, q_end, block, salt::problem_shape{L, L, 0, 0}}, plan);

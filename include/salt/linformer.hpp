@@ -273,7 +273,8 @@ void linformer_attention(const input_view<T>& q, const input_view<T>& k, const i
                          const Mask& mask = {}, const dot_product& score = {}, const run_options& opts = {}) {
   detail::check_linformer_mask<Mask>();
   constexpr const char* api = "salt::linformer_attention";
-  detail::check_problem(q, k, v, out, lse, mask, score, opts, api);
+  detail::check_qkv(q, k, v, out, opts, api, "Linformer attention");
+  detail::check_policies(detail::dims_of(q, k, v), api, mask, score);
   detail::require(k.tokens <= proj.max_len(), api, ": the sequence has ", k.tokens,
                   " keys but the projections take at most ", proj.max_len(), " (max_len)");
   detail::require(proj.sharing() != linformer_sharing::per_head || proj.heads() == k.heads, api,

@@ -25,7 +25,7 @@ template <class T, mask_policy Mask>
 attention_work plan_work(const Mask& mask, const problem_dims& dims) {
   using shape = detail::tile_shape<T>;
   const index S = shape::query_tile, BK = shape::key_block;
-  const index lists = detail::plan_lists_v<Mask>, capacity = (dims.lk + BK - 1) / BK + 1;
+  const index lists = plan_lists_v<Mask>, capacity = (dims.lk + BK - 1) / BK + 1;
   std::vector<block_run> storage(static_cast<std::size_t>(lists * capacity));
   attention_work w;
   for (index b = 0; b < dims.batch; ++b) {

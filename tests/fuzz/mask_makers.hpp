@@ -327,6 +327,7 @@ struct at_batch {
   }
   bool allows(index q, index k, const problem_shape& s) const noexcept { return mask.allows(q, k, shifted(s)); }
   static constexpr bool is_always_full() { return M::is_always_full(); }
+  static constexpr index plan_lists() { return plan_lists_v<M>; }
   query_bits allowed_queries(index k, index q_begin, index count, const problem_shape& s) const noexcept {
     return detail::allowed_queries(mask, k, q_begin, count, shifted(s));
   }
@@ -338,8 +339,3 @@ struct at_batch {
 };
 
 }  // namespace salt::fuzz
-
-namespace salt::detail {
-template <class M>
-struct plan_lists<fuzz::at_batch<M>> : std::integral_constant<index, plan_lists_v<M>> {};
-}  // namespace salt::detail

@@ -11,15 +11,11 @@
 #include <vector>
 
 #include "../config.hpp"
-
-#if SALT_HAS_OPENMP
-#include <omp.h>
-#endif
-
 #include "../mask/concept.hpp"
 #include "../score/concept.hpp"
 #include "../tensor.hpp"
 #include "micro_kernels.hpp"
+#include "parallel.hpp"
 #include "workspace.hpp"
 
 namespace salt::detail {
@@ -241,28 +237,12 @@ void run_engine(const engine_problem<T, Mask, Score>& pb) {
   if (items == 0) return;
   const index d = pb.q.features, dv = pb.v.features, lk = pb.k.tokens;
   constexpr index lists = plan_lists_v<Mask>;
-  auto item = [&](index it, engine_workspace<T>& ws) {
-    const index tile = it % tiles, bh = it / tiles;
-    run_query_tile(pb, bh / pb.q.heads, bh % pb.q.heads, tile, ws);
-  };
-#if SALT_HAS_OPENMP
-  const int threads = static_cast<int>(std::min<index>(pb.threads > 0 ? pb.threads : omp_get_max_threads(), items));
-  if (threads > 1) {
-    // Workspaces are allocated here, before the parallel region, so that allocation failure throws.
-    std::vector<engine_workspace<T>> spaces;
-    spaces.reserve(static_cast<std::size_t>(threads));
-    for (int t = 0; t < threads; ++t) spaces.emplace_back(d, dv, lk, lists);
-#pragma omp parallel num_threads(threads)
-    {
-      engine_workspace<T>& ws = spaces[static_cast<std::size_t>(omp_get_thread_num())];
-#pragma omp for schedule(dynamic, 1)
-      for (index it = 0; it < items; ++it) item(it, ws);
-    }
-    return;
-  }
-#endif
-  engine_workspace<T> ws(d, dv, lk, lists);
-  for (index it = 0; it < items; ++it) item(it, ws);
+  parallel_for(
+      items, thread_count(pb.threads, items), [&] { return engine_workspace<T>(d, dv, lk, lists); },
+      [&](index it, engine_workspace<T>& ws) {
+        const index tile = it % tiles, bh = it / tiles;
+        run_query_tile(pb, bh / pb.q.heads, bh % pb.q.heads, tile, ws);
+      });
 }
 
 }  // namespace salt::detail

@@ -47,24 +47,7 @@ void dot_tile(const T* qt, const T* k, index k_stride, index nk, index d, int qp
 /// Sets the logits of one key row (qp query packets) to -inf where `allowed` has a 0 bit (bit i: query i).
 template <class T>
 EIGEN_STRONG_INLINE void mask_logits(T* row, std::uint64_t allowed, int qp) noexcept {
-  constexpr int N = lanes<T>;
-#if defined(__AVX512F__)
-  for (int p = 0; p < qp; ++p) {
-    const auto bits = allowed >> (p * N);
-    if constexpr (std::is_same_v<T, float>) {
-      const __m512 x = _mm512_maskz_loadu_ps(__mmask16(0xFFFF), row + p * N);
-      _mm512_storeu_ps(row + p * N, _mm512_mask_mov_ps(_mm512_set1_ps(-std::numeric_limits<float>::infinity()),
-                                                      __mmask16(bits & 0xFFFF), x));
-    } else {
-      const __m512d x = _mm512_maskz_loadu_pd(__mmask8(0xFF), row + p * N);
-      _mm512_storeu_pd(row + p * N, _mm512_mask_mov_pd(_mm512_set1_pd(-std::numeric_limits<double>::infinity()),
-                                                      __mmask8(bits & 0xFF), x));
-    }
-  }
-#else
-  for (int i = 0; i < qp * N; ++i)
-    if (!((allowed >> i) & 1)) row[i] = -std::numeric_limits<T>::infinity();
-#endif
+  replace_unset<T>(row, allowed, qp, -std::numeric_limits<T>::infinity());
 }
 
 /// Online-softmax update of one tile of logits st (nk keys x qp query packets), in place:

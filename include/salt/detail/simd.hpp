@@ -9,6 +9,8 @@
 #include "../config.hpp"
 
 #include <cstddef>
+#include <cstdint>
+#include <limits>
 #include <type_traits>
 
 #if defined(__AVX512F__)
@@ -152,6 +154,51 @@ EIGEN_STRONG_INLINE void keep_in_register(P& p) noexcept {
 #else
   (void)p;
 #endif
+}
+
+/// x[i] = value for every i < packets * lanes<T> whose bit i in `keep` is 0; the other entries stay. With
+/// AVX-512 one masked move per packet (the engine masks a key row of a cut block this way).
+template <class T>
+EIGEN_STRONG_INLINE void replace_unset(T* x, std::uint64_t keep, int packets, T value) noexcept {
+  constexpr int N = lanes<T>;
+#if defined(__AVX512F__)
+  for (int p = 0; p < packets; ++p) {
+    const auto bits = keep >> (p * N);
+    if constexpr (std::is_same_v<T, float>) {
+      const __m512 v = _mm512_maskz_loadu_ps(__mmask16(0xFFFF), x + p * N);
+      _mm512_storeu_ps(x + p * N, _mm512_mask_mov_ps(_mm512_set1_ps(value), __mmask16(bits & 0xFFFF), v));
+    } else {
+      const __m512d v = _mm512_maskz_loadu_pd(__mmask8(0xFF), x + p * N);
+      _mm512_storeu_pd(x + p * N, _mm512_mask_mov_pd(_mm512_set1_pd(value), __mmask8(bits & 0xFF), v));
+    }
+  }
+#else
+  for (int i = 0; i < packets * N; ++i)
+    if (!((keep >> i) & 1)) x[i] = value;
+#endif
+}
+
+/// How int32 entries are compared with a value in compare_bits.
+enum class int_compare { equal, at_least };
+
+/// Bit i (i < n <= 64) set where x[i] == value (equal) or x[i] >= value (at_least): sixteen entries per
+/// compare with AVX-512.
+template <int_compare Test>
+std::uint64_t compare_bits(const std::int32_t* x, index n, std::int32_t value) noexcept {
+  std::uint64_t bits = 0;
+#if defined(__AVX512F__)
+  const __m512i v = _mm512_set1_epi32(value);
+  for (index i = 0; i < n; i += 16) {
+    const __mmask16 live = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m512i e = _mm512_maskz_loadu_epi32(live, x + i);
+    const __mmask16 hit = Test == int_compare::equal ? _mm512_mask_cmpeq_epi32_mask(live, v, e)
+                                                     : _mm512_mask_cmple_epi32_mask(live, v, e);
+    bits |= std::uint64_t{hit} << i;
+  }
+#else
+  for (index i = 0; i < n; ++i) bits |= std::uint64_t{Test == int_compare::equal ? x[i] == value : x[i] >= value} << i;
+#endif
+  return bits;
 }
 
 }  // namespace salt::detail

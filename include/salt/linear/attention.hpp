@@ -398,7 +398,8 @@ void linear_attention(const input_view<T>& q, const input_view<T>& k, const inpu
                 "salt::linear_attention computes in float or double.");
   detail::check_linear_mask<Mask>();
   constexpr const char* api = "salt::linear_attention";
-  detail::check_problem(q, k, v, out, lse_view<T>{}, mask, dot_product{}, opts, api);
+  detail::check_qkv(q, k, v, out, opts, api, "linear attention");
+  detail::check_policies(detail::dims_of(q, k, v), api, mask);
   detail::check_feature_map(map, q.features, api);
   detail::linear_attention_impl<T>(q, k, v, out, map, mask, opts, detail::linear_default_chunk);
 }

@@ -11,11 +11,8 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
 #include "../config.hpp"
+#include "../detail/simd.hpp"
 #include "../mask/concept.hpp"
 #include "../score/concept.hpp"
 
@@ -53,25 +50,12 @@ struct lsh_band {
 /// Which original positions pq[i], i < n <= 64, a key at position pk is tested against.
 enum class position_test { same, not_after };
 
-/// Bit i (i < n <= 64) set where pq[i] == pk (same) or pk <= pq[i] (not_after): sixteen positions per
-/// compare with AVX-512. Causal LSH asks this for every key of every block, so a loop per query cost more
-/// than the rest of the mask.
+/// Bit i (i < n <= 64) set where pq[i] == pk (same) or pk <= pq[i] (not_after). Causal LSH asks this for
+/// every key of every block, so a loop per query cost more than the rest of the mask; simd.hpp compares
+/// sixteen positions at once where it can.
 template <position_test Test>
 query_bits position_bits(const std::int32_t* pq, index n, std::int32_t pk) noexcept {
-  query_bits bits = 0;
-#if defined(__AVX512F__)
-  const __m512i key = _mm512_set1_epi32(pk);
-  for (index i = 0; i < n; i += 16) {
-    const __mmask16 live = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
-    const __m512i p = _mm512_maskz_loadu_epi32(live, pq + i);
-    const __mmask16 hit = Test == position_test::same ? _mm512_mask_cmpeq_epi32_mask(live, key, p)
-                                                      : _mm512_mask_cmple_epi32_mask(live, key, p);
-    bits |= query_bits{hit} << i;
-  }
-#else
-  for (index i = 0; i < n; ++i) bits |= query_bits{Test == position_test::same ? pq[i] == pk : pk <= pq[i]} << i;
-#endif
-  return bits;
+  return compare_bits<Test == position_test::same ? int_compare::equal : int_compare::at_least>(pq, n, pk);
 }
 
 /// Allowed (sorted query, sorted key) pairs: key in the query's chunk band, and either the same original

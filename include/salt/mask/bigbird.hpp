@@ -72,6 +72,7 @@ struct bigbird {
     return false;
   }
   static constexpr bool is_always_full() { return false; }
+  static constexpr index plan_lists() { return 4; }  ///< the plan and three spares
 
   void plan(const block_query& bq, block_plan& out) const noexcept {
     const index nb = blocks_for(bq.shape.lk);
@@ -121,11 +122,6 @@ struct bigbird {
     }
   }
 };
-
-namespace detail {
-template <>
-struct plan_lists<bigbird> : std::integral_constant<index, 4> {};  // the plan and three spares
-}  // namespace detail
 
 /// An owned table of BigBird random blocks, (heads, nb - 2, random) int32 in HuggingFace's rand_attn layout.
 class bigbird_table {

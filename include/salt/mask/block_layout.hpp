@@ -153,6 +153,7 @@ struct block_layout {
     return p >= 0 && row(s.head, p / block)[k / block] != 0;
   }
   static constexpr bool is_always_full() { return false; }
+  static constexpr index plan_lists() { return 4; }  ///< the plan and three spares
 
   void plan(const block_query& bq, block_plan& out) const noexcept {
     const index columns = std::min(blocks, (bq.shape.lk + block - 1) / block);
@@ -200,6 +201,7 @@ struct block_layout_csr_view {
     return std::binary_search(list.begin(), list.end(), k / block);
   }
   static constexpr bool is_always_full() { return false; }
+  static constexpr index plan_lists() { return 4; }  ///< the plan and three spares
 
   void plan(const block_query& bq, block_plan& out) const noexcept {
     const index columns_in_lk = (bq.shape.lk + block - 1) / block;
@@ -285,12 +287,5 @@ class block_layout_csr {
   std::vector<index> offsets_;  // (heads * nb + 1)
   std::vector<index> columns_;  // (nnz)
 };
-
-namespace detail {
-template <>
-struct plan_lists<block_layout> : std::integral_constant<index, 4> {};  // the plan and three spares
-template <>
-struct plan_lists<block_layout_csr_view> : std::integral_constant<index, 4> {};
-}  // namespace detail
 
 }  // namespace salt

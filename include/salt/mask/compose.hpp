@@ -71,13 +71,15 @@ struct combined_mask {
     return Combine::pair(a.allows(q, k, s), b.allows(q, k, s));
   }
   static constexpr bool is_always_full() { return Combine::pair(A::is_always_full(), B::is_always_full()); }
+  /// The composite's plan, then A's and B's plans (and their own spares) in the lists after it.
+  static constexpr index plan_lists() { return 1 + plan_lists_v<A> + plan_lists_v<B>; }
 
   query_bits allowed_queries(index k, index q_begin, index count, const problem_shape& s) const noexcept {
     return Combine::bits(detail::allowed_queries(a, k, q_begin, count, s), detail::allowed_queries(b, k, q_begin, count, s));
   }
 
   void plan(const block_query& bq, block_plan& out) const noexcept {
-    block_plan pa = out.spare(0), pb = out.spare(detail::plan_lists_v<A>);
+    block_plan pa = out.spare(0), pb = out.spare(plan_lists_v<A>);
     detail::plan_blocks(a, bq, pa);
     detail::plan_blocks(b, bq, pb);
     detail::merge_plans(pa, pb, Combine::block, out);
@@ -96,12 +98,6 @@ using union_mask = combined_mask<A, B, detail::either>;
 /// Pairs allowed by both A and B.
 template <mask_policy A, mask_policy B>
 using intersect_mask = combined_mask<A, B, detail::both>;
-
-namespace detail {
-template <class A, class B, class Combine>
-struct plan_lists<combined_mask<A, B, Combine>>
-    : std::integral_constant<index, 1 + plan_lists_v<A> + plan_lists_v<B>> {};
-}  // namespace detail
 
 /// `causal{} | key_padding{...}`: pairs either mask allows.
 template <mask_policy A, mask_policy B>

@@ -121,6 +121,17 @@ concept mask_policy = std::is_trivially_copyable_v<M> &&
   typename std::bool_constant<M::is_always_full()>;  // must be a constant expression
 };
 
+/// How many block_plan lists a mask uses while it plans one query tile, its own plan included: 1 unless
+/// the mask declares `static constexpr index plan_lists()`. A mask that builds plans of its parts (or of
+/// pieces of itself) in `out.spare(...)` before merging them declares one plus the lists those take, e.g.
+/// `1 + salt::plan_lists_v<A> + salt::plan_lists_v<B>` for a composite of A and B; the engine then gives
+/// every tile that much storage, so planning never allocates.
+template <class M>
+inline constexpr index plan_lists_v = [] {
+  if constexpr (requires { { M::plan_lists() } -> std::convertible_to<index>; }) return index{M::plan_lists()};
+  else return index{1};
+}();
+
 /// A mask that enumerates its own key blocks. Masks without `plan` are treated as "every block partial",
 /// which is correct but visits and tests every pair.
 template <class M>
@@ -169,12 +180,6 @@ query_bits allowed_queries(const M& mask, index k, index q_begin, index count, c
 constexpr query_bits allow_interval(index begin, index count, index first, index last) noexcept {
   return bit_range(std::max<index>(first - begin, 0), std::min<index>(last - begin + 1, count));
 }
-
-/// How many plan lists a mask needs while planning (1 for leaves; composites add their parts').
-template <class M>
-struct plan_lists : std::integral_constant<index, 1> {};
-template <class M>
-inline constexpr index plan_lists_v = plan_lists<M>::value;
 
 /// Plans the key blocks of one query tile, whatever the mask offers.
 template <mask_policy M>

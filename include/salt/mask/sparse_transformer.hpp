@@ -58,6 +58,7 @@ struct strided {
     return (delta < stride && -delta < stride) || delta % stride == 0;
   }
   static constexpr bool is_always_full() { return false; }
+  static constexpr index plan_lists() { return 3; }  ///< the plan and two spares
   /// Key k is seen by positions within stride - 1 of it and by every position k + m * stride.
   query_bits allowed_queries(index k, index q_begin, index count, const problem_shape& s) const noexcept {
     const index p_begin = q_begin + s.lk - s.lq, p_end = p_begin + count;
@@ -118,6 +119,7 @@ struct fixed {
     return detail::floor_div(q + s.lk - s.lq, block) == k / block || k % block >= block - summary;
   }
   static constexpr bool is_always_full() { return false; }
+  static constexpr index plan_lists() { return 3; }  ///< the plan and two spares
   /// A summary key is seen by every query; any other key by the positions of its own block.
   query_bits allowed_queries(index k, index q_begin, index count, const problem_shape& s) const noexcept {
     if (k % block >= block - summary) return detail::bit_range(0, count);
@@ -156,12 +158,5 @@ struct fixed {
                     " for block ", block);
   }
 };
-
-namespace detail {
-template <>
-struct plan_lists<strided> : std::integral_constant<index, 3> {};  // the plan and two spares
-template <>
-struct plan_lists<fixed> : std::integral_constant<index, 3> {};
-}  // namespace detail
 
 }  // namespace salt
