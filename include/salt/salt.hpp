@@ -3,6 +3,7 @@
 /// The umbrella header: every public header of salt, nothing else.
 
 #include "attention.hpp"
+#include "block_mask.hpp"
 #include "config.hpp"
 #include "error.hpp"
 #include "linear.hpp"
