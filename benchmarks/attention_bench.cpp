@@ -7,10 +7,12 @@
 
 #include <salt/salt.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <map>
 #include <string>
+#include <type_traits>
 
 #include "common/alloc_counter.hpp"
 #include "common/benchmark_main.hpp"
@@ -179,6 +181,78 @@ void BM_thread_scaling(benchmark::State& state) {
   state.counters["GFLOP/s_2"] = dense_flops(in) * static_cast<double>(state.iterations()) / two * 1e-9;
 }
 
+/// Seconds of one call of `run(threads)`, best of `repeats`.
+template <class Run>
+double best_seconds(const Run& run, int threads, int repeats) {
+  double best = 1e30;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run(threads);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+/// One head on every hardware thread against one thread, alternating, for the patterns of the issue's
+/// scaling bars: args (pattern, L) with pattern 0 dense, 1 sliding window, 2 BigBird, 3 causal. Reports
+/// speedup = t(1 thread) / t(all threads), each the best of its repeats inside every iteration.
+void BM_one_head_scaling(benchmark::State& state) {
+  const index pattern = state.range(0), L = state.range(1);
+  salt::bench::attention_inputs in(1, 1, 1, L, L, 64);
+  auto with_mask = [&](const auto& mask) {
+    return [&in, mask](int threads) {
+      salt::attention(in.qv(), in.kv(), in.vv(), in.ov(), mask, salt::dot_product{}, {.threads = threads});
+    };
+  };
+  const int all = salt::detail::thread_count(0, 1 << 30);
+  double one = 0, many = 0;
+  auto measure = [&](const auto& run) {
+    for (auto _ : state) {
+      one += best_seconds(run, 1, 2);
+      many += best_seconds(run, all, 2);
+    }
+  };
+  if (pattern == 0) measure(with_mask(salt::no_mask{}));
+  if (pattern == 1) measure(with_mask(salt::bench::local_window()));
+  if (pattern == 2) measure(with_mask(salt::bench::bigbird_mask(L)));
+  if (pattern == 3) measure(with_mask(salt::causal{}));
+  state.counters["threads"] = all;
+  state.counters["speedup"] = one / many;
+  state.counters["ms_1"] = one / static_cast<double>(state.iterations()) * 1e3;
+  state.counters["ms_all"] = many / static_cast<double>(state.iterations()) * 1e3;
+}
+
+/// A sparse call with a prebuilt salt::block_mask against the same call planning inside: args (pattern, L)
+/// with pattern 0 BigBird, 1 Longformer (window | 16 global tokens), 2 strided & causal; one thread, the
+/// two timed alternately. Reports plan_saving = t(planned in call) / t(prebuilt) and the time to build it.
+void BM_block_mask(benchmark::State& state) {
+  const index pattern = state.range(0), L = state.range(1);
+  salt::bench::attention_inputs in(1, 1, 1, L, L, 64);
+  double in_call = 0, prebuilt = 0, build = 0;
+  auto measure = [&](const auto& mask) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const salt::block_mask<float, std::decay_t<decltype(mask)>> planned(mask, in.dims());
+    build = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto view = planned.mask();
+    auto run = [&](const auto& m) {
+      return best_seconds(
+          [&](int threads) { salt::attention(in.qv(), in.kv(), in.vv(), in.ov(), m, salt::dot_product{}, {.threads = threads}); },
+          1, 3);
+    };
+    for (auto _ : state) {
+      in_call += run(mask);
+      prebuilt += run(view);
+    }
+  };
+  if (pattern == 0) measure(salt::bench::bigbird_mask(L));
+  if (pattern == 1) measure(salt::bench::longformer(L));
+  if (pattern == 2) measure(salt::bench::strided_causal(L));
+  state.counters["plan_saving"] = in_call / prebuilt;
+  state.counters["ms_in_call"] = in_call / static_cast<double>(state.iterations()) * 1e3;
+  state.counters["ms_prebuilt"] = prebuilt / static_cast<double>(state.iterations()) * 1e3;
+  state.counters["ms_build"] = build * 1e3;
+}
+
 /// Side by side with PyTorch's CPU scaled_dot_product_attention (benchmarks/peers/torch_sdpa.py), on
 /// the same shapes: args (L, threads, heads, causal).
 void BM_peer_shapes(benchmark::State& state) {
@@ -212,6 +286,19 @@ BENCHMARK(BM_linformer)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1
 BENCHMARK(BM_synthesizer_random)->Apply([](auto* b) { sequence_lengths(b, 512, 8192, 1, benchmark::oNSquared); });
 BENCHMARK(BM_synthesizer_factorized)->Apply([](auto* b) { sequence_lengths(b, 512, 16384, 1, benchmark::oNSquared); });
 BENCHMARK(BM_thread_scaling)->Arg(4096)->Unit(benchmark::kMillisecond)->Iterations(5);
+BENCHMARK(BM_one_head_scaling)
+    ->Args({0, 4096})
+    ->Args({3, 4096})
+    ->Args({1, 16384})
+    ->Args({2, 16384})
+    ->ArgNames({"pattern", "L"})
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
+BENCHMARK(BM_block_mask)
+    ->ArgsProduct({{0, 1, 2}, {4096, 65536}})
+    ->ArgNames({"pattern", "L"})
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
 BENCHMARK(BM_peer_shapes)
     ->ArgsProduct({{4096}, {1, 16}, {1, 8}, {0, 1}})
     ->ArgNames({"L", "threads", "heads", "causal"})
