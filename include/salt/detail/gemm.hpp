@@ -10,8 +10,8 @@
 ///
 /// It never starts threads of its own and never touches the heap (a transposed or partial panel of b is
 /// packed on the stack, 64 KiB). Each output entry is one chain of multiply-adds over the depth in order,
-/// started from c when accumulating: its bits depend on its own row of a and column of b only, not on the
-/// shape of the call, the tile it falls in, or the thread.
+/// started from zero or from c (gemm_update): its bits depend on its own row of a and column of b only, not
+/// on the shape of the call, the tile it falls in, or the thread.
 
 #include <Eigen/Core>
 
@@ -54,62 +54,146 @@ EIGEN_STRONG_INLINE void mac_tile(index depth, const T* a, index ars, index aks,
   }
 }
 
-/// c (MR, NP packets) = [c +] a (MR, depth) b (depth, NP packets), strides as in mac_tile, c row-major.
+/// What a product does with c. Each output entry is one in-order chain of multiply-adds over the depth; the
+/// modes differ in where the chain starts and what is stored.
+enum class gemm_update {
+  overwrite,  ///< c = a b: the chain starts from zero
+  chain,      ///< c = c + a b: the chain continues from c (one rounding per multiply-add)
+  add,        ///< c = c + (a b): the chain starts from zero and its sum is then added to c, one rounding more;
+              ///< a blocked sum over the depth (Linformer's projections) stays accurate at long depths this way
+};
+
+/// c (MR, NP packets) = a (MR, depth) b (depth, NP packets) under `update`, strides as in mac_tile, c row-major.
 template <class T, int MR, int NP>
 EIGEN_STRONG_INLINE void gemm_tile(index depth, const T* a, index ars, index aks, const T* b, index ldb, T* c, index ldc,
-               bool accumulate) noexcept {
+                                   gemm_update update) noexcept {
   using P = packet<T>;
   constexpr int N = lanes<T>;
+  const bool from_c = update == gemm_update::chain, add_to_c = update == gemm_update::add;
   P acc[MR][NP];
   SALT_UNROLL
   for (int r = 0; r < MR; ++r)
     SALT_UNROLL
-    for (int p = 0; p < NP; ++p) acc[r][p] = accumulate ? ei::ploadu<P>(c + r * ldc + p * N) : ei::pset1<P>(T(0));
+    for (int p = 0; p < NP; ++p) acc[r][p] = from_c ? ei::ploadu<P>(c + r * ldc + p * N) : ei::pset1<P>(T(0));
   mac_tile<T, MR, NP>(depth, a, ars, aks, b, ldb, acc);
   SALT_UNROLL
   for (int r = 0; r < MR; ++r)
     SALT_UNROLL
-    for (int p = 0; p < NP; ++p) ei::pstoreu(c + r * ldc + p * N, acc[r][p]);
+    for (int p = 0; p < NP; ++p) {
+      T* out = c + r * ldc + p * N;
+      ei::pstoreu(out, add_to_c ? ei::padd(ei::ploadu<P>(out), acc[r][p]) : acc[r][p]);
+    }
 }
 
-/// One panel of NP packets of columns: c (rows, NP N) = [c +] a (rows, depth) b (depth, NP N) in tiles of MR
-/// rows, the last rows two and one at a time (one row alone leaves the FMA units waiting on NP chains).
+/// One panel of NP packets of columns: c (rows, NP N) = a (rows, depth) b (depth, NP N) under `update`, in
+/// tiles of MR rows, the last rows two and one at a time (one row alone leaves the FMA units waiting on NP
+/// chains).
 template <class T, int NP>
 void gemm_panel(index rows, index depth, const T* a, index ars, index aks, const T* b, index ldb, T* c, index ldc,
-                bool accumulate) noexcept {
+                gemm_update update) noexcept {
   constexpr int MR = gemm_shape<T>::MR;
   index r = 0;
-  for (; r + MR <= rows; r += MR)
-    gemm_tile<T, MR, NP>(depth, a + r * ars, ars, aks, b, ldb, c + r * ldc, ldc, accumulate);
-  for (; r + 2 <= rows; r += 2) gemm_tile<T, 2, NP>(depth, a + r * ars, ars, aks, b, ldb, c + r * ldc, ldc, accumulate);
-  if (r < rows) gemm_tile<T, 1, NP>(depth, a + r * ars, ars, aks, b, ldb, c + r * ldc, ldc, accumulate);
+  for (; r + MR <= rows; r += MR) gemm_tile<T, MR, NP>(depth, a + r * ars, ars, aks, b, ldb, c + r * ldc, ldc, update);
+  for (; r + 2 <= rows; r += 2) gemm_tile<T, 2, NP>(depth, a + r * ars, ars, aks, b, ldb, c + r * ldc, ldc, update);
+  if (r < rows) gemm_tile<T, 1, NP>(depth, a + r * ars, ars, aks, b, ldb, c + r * ldc, ldc, update);
 }
 
 /// gemm_panel for a panel of np (1 ... NP) packets.
 template <class T>
 void gemm_panel(int np, index rows, index depth, const T* a, index ars, index aks, const T* b, index ldb, T* c,
-                index ldc, bool accumulate) noexcept {
+                index ldc, gemm_update update) noexcept {
   static_assert(gemm_shape<T>::NP <= 4, "salt: gemm_panel dispatches up to 4 packets");
   switch (np) {
-    case 1: return gemm_panel<T, 1>(rows, depth, a, ars, aks, b, ldb, c, ldc, accumulate);
-    case 2: return gemm_panel<T, 2>(rows, depth, a, ars, aks, b, ldb, c, ldc, accumulate);
-    case 3: return gemm_panel<T, 3>(rows, depth, a, ars, aks, b, ldb, c, ldc, accumulate);
+    case 1: return gemm_panel<T, 1>(rows, depth, a, ars, aks, b, ldb, c, ldc, update);
+    case 2: return gemm_panel<T, 2>(rows, depth, a, ars, aks, b, ldb, c, ldc, update);
+    case 3: return gemm_panel<T, 3>(rows, depth, a, ars, aks, b, ldb, c, ldc, update);
     default:
-      if constexpr (gemm_shape<T>::NP == 4) return gemm_panel<T, 4>(rows, depth, a, ars, aks, b, ldb, c, ldc, accumulate);
+      if constexpr (gemm_shape<T>::NP == 4) return gemm_panel<T, 4>(rows, depth, a, ars, aks, b, ldb, c, ldc, update);
   }
 }
 
-/// c (rows, cols) = [c +] op(a) (rows, depth) * op(b) (depth, cols). a is row-major with leading
-/// dimension lda, or with TransA its transpose is: a(r, k) = a[k * lda + r]. b likewise: b(k, c) =
-/// b[k * ldb + c], or with TransB b[c * ldb + k]. c is row-major with leading dimension ldc.
-template <class T, bool TransA, bool TransB>
-void gemm(index rows, index cols, index depth, const T* a, index lda, const T* b, index ldb, T* c, index ldc,
-          bool accumulate) noexcept {
+/// packed (kc, width) = columns [j0, j0 + nc) of op(b)'s depth rows [k0, k0 + kc), zero-padded to width.
+template <class T, bool TransB>
+void pack_panel(const T* b, index ldb, index j0, index nc, index width, index k0, index kc, T* packed) noexcept {
+  for (index k = 0; k < kc; ++k) {
+    T* row = packed + k * width;
+    for (index j = 0; j < nc; ++j) row[j] = TransB ? b[(j0 + j) * ldb + k0 + k] : b[(k0 + k) * ldb + j0 + j];
+    std::fill(row + nc, row + width, T(0));
+  }
+}
+
+/// One packed panel of nc columns (np packets, width = np N) under overwrite or chain: KC steps of depth at a
+/// time, the sums carried over in c (which changes no bits); a partial panel's rows of c pass through a
+/// full-width tile, whose padding columns are computed and dropped.
+template <class T, bool TransB>
+void packed_panel_chain(index rows, index depth, const T* a, index ars, index aks, const T* b, index ldb, index j0,
+                        index nc, int np, T* c, index ldc, gemm_update update) noexcept {
   using shape = gemm_shape<T>;
   constexpr index N = shape::N, NC = shape::NC, KC = shape::KC, MR = shape::MR;
+  const index width = np * N;
+  alignas(workspace_alignment) T packed[KC * NC];
+  alignas(workspace_alignment) T tile[MR * NC];
+  for (index k0 = 0; k0 < depth; k0 += KC) {
+    const index kc = std::min(KC, depth - k0);
+    pack_panel<T, TransB>(b, ldb, j0, nc, width, k0, kc, packed);
+    const bool from_c = update == gemm_update::chain || k0 > 0;
+    const T* ak = a + k0 * aks;
+    if (nc == width) {
+      gemm_panel<T>(np, rows, kc, ak, ars, aks, packed, width, c + j0, ldc,
+                    from_c ? gemm_update::chain : gemm_update::overwrite);
+      continue;
+    }
+    for (index r0 = 0; r0 < rows; r0 += MR) {
+      const index nr = std::min(MR, rows - r0);
+      for (index r = 0; r < nr; ++r) {
+        T* dst = tile + r * width;
+        if (from_c) std::copy_n(c + (r0 + r) * ldc + j0, nc, dst);
+        else std::fill_n(dst, nc, T(0));
+        std::fill(dst + nc, dst + width, T(0));  // computed and dropped: zeros, never a denormal or NaN
+      }
+      gemm_panel<T>(np, nr, kc, ak + r0 * ars, ars, aks, packed, width, tile, width, gemm_update::chain);
+      for (index r = 0; r < nr; ++r) std::copy_n(tile + r * width, nc, c + (r0 + r) * ldc + j0);
+    }
+  }
+}
+
+/// One packed panel under gemm_update::add: MR rows at a time, their sums from zero held in a tile over the
+/// whole depth (b repacked per tile when the depth passes one packed panel), then added to c.
+template <class T, bool TransB>
+void packed_panel_add(index rows, index depth, const T* a, index ars, index aks, const T* b, index ldb, index j0,
+                      index nc, int np, T* c, index ldc) noexcept {
+  using shape = gemm_shape<T>;
+  constexpr index N = shape::N, NC = shape::NC, KC = shape::KC, MR = shape::MR;
+  const index width = np * N;
+  alignas(workspace_alignment) T packed[KC * NC];
+  alignas(workspace_alignment) T tile[MR * NC];
+  for (index r0 = 0; r0 < rows; r0 += MR) {
+    const index nr = std::min(MR, rows - r0);
+    std::fill_n(tile, nr * width, T(0));
+    for (index k0 = 0; k0 < depth; k0 += KC) {
+      const index kc = std::min(KC, depth - k0);
+      if (r0 == 0 || depth > KC) pack_panel<T, TransB>(b, ldb, j0, nc, width, k0, kc, packed);
+      gemm_panel<T>(np, nr, kc, a + r0 * ars + k0 * aks, ars, aks, packed, width, tile, width, gemm_update::chain);
+    }
+    for (index r = 0; r < nr; ++r) {
+      T* dst = c + (r0 + r) * ldc + j0;
+      for (index j = 0; j < nc; ++j) dst[j] += tile[r * width + j];
+    }
+  }
+}
+
+/// c (rows, cols) = a b, c + a b or c + (a b) (gemm_update) with op(a) (rows, depth), op(b) (depth, cols).
+/// a is row-major with leading dimension lda, or with TransA its transpose is: a(r, k) = a[k * lda + r]. b
+/// likewise: b(k, c) = b[k * ldb + c], or with TransB b[c * ldb + k]. c is row-major with leading dimension
+/// ldc. Cost O(rows cols depth); no allocation.
+template <class T, bool TransA, bool TransB>
+void gemm(index rows, index cols, index depth, const T* a, index lda, const T* b, index ldb, T* c, index ldc,
+          gemm_update update) noexcept {
+  using shape = gemm_shape<T>;
+  constexpr index N = shape::N, NC = shape::NC;
   if (rows == 0 || cols == 0) return;
   if (depth == 0) {
-    if (!accumulate)
+    if (update == gemm_update::overwrite)
       for (index r = 0; r < rows; ++r) std::fill_n(c + r * ldc, cols, T(0));
     return;
   }
@@ -117,42 +201,22 @@ void gemm(index rows, index cols, index depth, const T* a, index lda, const T* b
   for (index j0 = 0; j0 < cols; j0 += NC) {
     const index nc = std::min(NC, cols - j0);
     const int np = static_cast<int>((nc + N - 1) / N);
-    const index width = np * N;
-    if (!TransB && nc == width) {  // whole packets: b's rows are read in place
-      gemm_panel<T>(np, rows, depth, a, ars, aks, b + j0, ldb, c + j0, ldc, accumulate);
-      continue;
-    }
-    // A transposed panel, or one ending in a partial packet: packed, zero-padded to whole packets, KC steps of
-    // depth at a time (the sums carry over in c, which changes no bits); a partial panel's rows of c pass
-    // through a full-width tile.
-    alignas(workspace_alignment) T packed[KC * NC];
-    alignas(workspace_alignment) T tile[MR * NC];
-    for (index k0 = 0; k0 < depth; k0 += KC) {
-      const index kc = std::min(KC, depth - k0);
-      for (index k = 0; k < kc; ++k) {
-        T* row = packed + k * width;
-        for (index j = 0; j < nc; ++j) row[j] = TransB ? b[(j0 + j) * ldb + k0 + k] : b[(k0 + k) * ldb + j0 + j];
-        std::fill(row + nc, row + width, T(0));
-      }
-      const bool acc = accumulate || k0 > 0;
-      const T* ak = a + k0 * aks;
-      if (nc == width) {
-        gemm_panel<T>(np, rows, kc, ak, ars, aks, packed, width, c + j0, ldc, acc);
-        continue;
-      }
-      for (index r0 = 0; r0 < rows; r0 += MR) {
-        const index nr = std::min(MR, rows - r0);
-        for (index r = 0; r < nr; ++r) {
-          T* dst = tile + r * width;
-          if (acc) std::copy_n(c + (r0 + r) * ldc + j0, nc, dst);
-          else std::fill_n(dst, nc, T(0));
-          std::fill(dst + nc, dst + width, T(0));  // computed and dropped: zeros, never a denormal or NaN
-        }
-        gemm_panel<T>(np, nr, kc, ak + r0 * ars, ars, aks, packed, width, tile, width, true);
-        for (index r = 0; r < nr; ++r) std::copy_n(tile + r * width, nc, c + (r0 + r) * ldc + j0);
-      }
+    if (!TransB && nc == np * N) {  // whole packets: b's rows are read in place
+      gemm_panel<T>(np, rows, depth, a, ars, aks, b + j0, ldb, c + j0, ldc, update);
+    } else if (update == gemm_update::add) {  // a transposed panel, or one ending in a partial packet: packed
+      packed_panel_add<T, TransB>(rows, depth, a, ars, aks, b, ldb, j0, nc, np, c, ldc);
+    } else {
+      packed_panel_chain<T, TransB>(rows, depth, a, ars, aks, b, ldb, j0, nc, np, c, ldc, update);
     }
   }
+}
+
+/// gemm with `accumulate` for gemm_update::chain, else overwrite.
+template <class T, bool TransA, bool TransB>
+void gemm(index rows, index cols, index depth, const T* a, index lda, const T* b, index ldb, T* c, index ldc,
+          bool accumulate) noexcept {
+  gemm<T, TransA, TransB>(rows, cols, depth, a, lda, b, ldb, c, ldc,
+                          accumulate ? gemm_update::chain : gemm_update::overwrite);
 }
 
 }  // namespace salt::detail
