@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "capabilities.hpp"
 #include "concept.hpp"
 
 namespace salt {
@@ -16,12 +17,13 @@ enum class causal_alignment {
 };
 
 /// Query i sees key j when j <= i + base + offset, where base is Lk - Lq (bottom_right, the default) or 0
-/// (top_left). `offset` shifts the diagonal: -1 excludes each query's own position.
+/// (top_left). `offset` shifts the diagonal: -1 excludes each query's own position. A prefix_mask through
+/// last_key, so linear attention follows it with its chunked prefix sums.
 template <causal_alignment Align = causal_alignment::bottom_right>
 struct causal {
   index offset = 0;
 
-  /// Last key that query q may see (may be negative: then it sees none).
+  /// Last key that query q may see (may be negative: then it sees none); q + last_key(0, s).
   index last_key(index q, const problem_shape& s) const noexcept {
     const index base = Align == causal_alignment::bottom_right ? s.lk - s.lq : 0;
     return q + base + offset;

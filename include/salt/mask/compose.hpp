@@ -4,9 +4,11 @@
 /// parts' block runs, so its cost stays O(visited blocks) however the parts are nested.
 
 #include <algorithm>
+#include <concepts>
 #include <cstdint>
 #include <limits>
 
+#include "capabilities.hpp"
 #include "concept.hpp"
 
 namespace salt {
@@ -58,6 +60,11 @@ struct both {
   static constexpr block_kind block(block_kind x, block_kind y) noexcept { return std::min(x, y); }
 };
 
+/// A part that its shapes describe whole (capabilities.hpp): an intersection of such parts is again
+/// described by its parts' shapes, so it offers them; any other part would be forgotten.
+template <class M>
+concept shaped_mask = prefix_mask<M> || key_length_mask<M>;
+
 }  // namespace detail
 
 /// Two masks combined pair by pair (`Combine` is detail::either for `|`, detail::both for `&`). Its plans
@@ -85,12 +92,39 @@ struct combined_mask {
     detail::merge_plans(pa, pb, Combine::block, out);
   }
 
+  /// `a & b` of prefix-shaped and key-only parts is a prefix_mask when a part is: its last key is the
+  /// earlier of its prefix parts' (still the query plus a constant).
+  index last_key(index q, const problem_shape& s) const noexcept
+    requires std::same_as<Combine, detail::both> && detail::shaped_mask<A> && detail::shaped_mask<B> &&
+             (prefix_mask<A> || prefix_mask<B>)
+  {
+    if constexpr (prefix_mask<A> && prefix_mask<B>) return std::min(a.last_key(q, s), b.last_key(q, s));
+    else if constexpr (prefix_mask<A>) return a.last_key(q, s);
+    else return b.last_key(q, s);
+  }
+  /// Likewise a key_length_mask when a part is: the fewer of its key-only parts' valid keys.
+  index valid_keys(const problem_shape& s) const noexcept
+    requires std::same_as<Combine, detail::both> && detail::shaped_mask<A> && detail::shaped_mask<B> &&
+             (key_length_mask<A> || key_length_mask<B>)
+  {
+    if constexpr (key_length_mask<A> && key_length_mask<B>) return std::min(a.valid_keys(s), b.valid_keys(s));
+    else if constexpr (key_length_mask<A>) return a.valid_keys(s);
+    else return b.valid_keys(s);
+  }
+
   template <class Dims>
   void check(const Dims& dims, const char* api) const {
     if constexpr (requires { a.check(dims, api); }) a.check(dims, api);
     if constexpr (requires { b.check(dims, api); }) b.check(dims, api);
   }
 };
+
+namespace detail {
+/// A composition has a prefix part when either of its parts has one, whether it offers the shape or not.
+template <class A, class B, class Combine>
+struct has_prefix_part<combined_mask<A, B, Combine>>
+    : std::bool_constant<has_prefix_part<A>::value || has_prefix_part<B>::value> {};
+}  // namespace detail
 
 /// Pairs allowed by A or by B.
 template <mask_policy A, mask_policy B>

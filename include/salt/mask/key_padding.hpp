@@ -4,19 +4,34 @@
 /// never attended.
 
 #include <cstdint>
+#include <ranges>
 #include <span>
+#include <type_traits>
 
 #include "../error.hpp"
+#include "capabilities.hpp"
 #include "concept.hpp"
 
 namespace salt {
 
-/// Batch item b attends only to its first `lengths[b]` keys. The lengths are not copied: they must
-/// outlive the call.
+/// Batch item b attends only to its first `lengths[b]` keys: a key_length_mask. The lengths are not copied:
+/// they must outlive the call, so `key_padding{lengths}` takes a variable (a vector, an array, a span) and
+/// a temporary container does not compile.
 struct key_padding {
-  std::span<const index> lengths;
+  std::span<const index> lengths;  ///< (batch): valid keys per batch item, viewed
+
+  constexpr key_padding() noexcept = default;
+  /// Views `lengths_`, any contiguous range of salt::index that outlives the mask.
+  template <class R>
+    requires std::ranges::contiguous_range<R> && std::same_as<std::ranges::range_value_t<R>, index>
+  constexpr key_padding(R&& lengths_) noexcept : lengths(lengths_) {  // NOLINT: converts like a span
+    static_assert(std::is_lvalue_reference_v<R> || std::ranges::borrowed_range<R>,
+                  "salt::key_padding views its lengths, which must outlive the call: keep them in a variable, not a "
+                  "temporary.");
+  }
 
   bool allows(index, index k, const problem_shape& s) const noexcept { return k < lengths[s.batch]; }
+  index valid_keys(const problem_shape& s) const noexcept { return lengths[s.batch]; }
   static constexpr bool is_always_full() { return false; }
   query_bits allowed_queries(index k, index, index count, const problem_shape& s) const noexcept {
     return k < lengths[s.batch] ? detail::bit_range(0, count) : 0;
@@ -37,9 +52,20 @@ struct key_padding {
 };
 
 /// Batch item b attends to key k when `valid[b * lk + k]` is non-zero (a per-key flag, as in
-/// HuggingFace's attention_mask). The flags are not copied: they must outlive the call.
+/// HuggingFace's attention_mask). The flags are not copied: they must outlive the call, so a temporary
+/// container does not compile.
 struct key_mask {
-  std::span<const std::uint8_t> valid;
+  std::span<const std::uint8_t> valid;  ///< (batch, lk): flags, viewed
+
+  constexpr key_mask() noexcept = default;
+  /// Views `valid_`, any contiguous range of std::uint8_t that outlives the mask.
+  template <class R>
+    requires std::ranges::contiguous_range<R> && std::same_as<std::ranges::range_value_t<R>, std::uint8_t>
+  constexpr key_mask(R&& valid_) noexcept : valid(valid_) {  // NOLINT: converts like a span
+    static_assert(std::is_lvalue_reference_v<R> || std::ranges::borrowed_range<R>,
+                  "salt::key_mask views its flags, which must outlive the call: keep them in a variable, not a "
+                  "temporary.");
+  }
 
   bool allows(index, index k, const problem_shape& s) const noexcept { return valid[s.batch * s.lk + k] != 0; }
   static constexpr bool is_always_full() { return false; }

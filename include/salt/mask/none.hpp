@@ -2,13 +2,16 @@
 /// \file mask/none.hpp
 /// `no_mask`: every query sees every key (dense attention).
 
+#include "capabilities.hpp"
 #include "concept.hpp"
 
 namespace salt {
 
-/// Every pair attends. The engine compiles its masking code away for this mask.
+/// Every pair attends. The engine compiles its masking code away for this mask. It is a key_length_mask
+/// (every key valid), so every kernel that takes key-only masks takes it.
 struct no_mask {
   bool allows(index, index, const problem_shape&) const noexcept { return true; }
+  index valid_keys(const problem_shape& s) const noexcept { return s.lk; }
   static constexpr bool is_always_full() { return true; }
   void plan(const block_query& bq, block_plan& out) const noexcept { out.add(0, bq.key_blocks(), true); }
 };
