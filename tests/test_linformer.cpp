@@ -1,7 +1,7 @@
 // Linformer: the seeded projections (committed draws, statistics, sharing modes), the kernel against the
 // formula K' = E K, V' = F V, softmax(Q K'^T / sqrt(d)) V' written out with Eigen in fp64 (long double for
-// double kernels) under the accuracy criterion, the identity case that is exact attention, key padding,
-// errors, thread independence.
+// double kernels) under the accuracy criterion, the identity case that is exact attention, key padding
+// (and a user's key-only mask), errors, thread independence.
 #include <salt/linformer.hpp>
 
 #include <cmath>
@@ -21,6 +21,15 @@ using namespace salt::test;
 using salt::linformer_sharing;
 template <class U>
 using mat = salt::row_matrix<U>;
+
+/// A user's key-only mask, defined here: the first `keys` keys of every batch item. Offering valid_keys makes
+/// it a salt::key_length_mask, which is all Linformer asks of a mask.
+struct first_keys {
+  idx keys = 0;
+  bool allows(idx, idx k, const salt::problem_shape&) const noexcept { return k < keys; }
+  static constexpr bool is_always_full() { return false; }
+  idx valid_keys(const salt::problem_shape&) const noexcept { return keys; }
+};
 
 const char* name_of(linformer_sharing s) {
   switch (s) {
@@ -216,6 +225,10 @@ TEST_CASE("key padding: padded keys and values do not reach the projection", "[l
   // No valid key: zero projected keys and values, so zero output.
   const std::vector<idx> none{0};
   CHECK(salt::linformer_attention(q, k, v, proj, salt::key_padding{none}).isZero(0));
+  // A user's key-only mask reaches the kernel and means what key_padding means; so does key_padding & no_mask.
+  STATIC_REQUIRE(salt::key_length_mask<first_keys>);
+  CHECK(salt::linformer_attention(q, k, v, proj, first_keys{len}) == padded);
+  CHECK(salt::linformer_attention(q, k, v, proj, salt::key_padding{length} & salt::no_mask{}) == padded);
 }
 
 TEST_CASE("Linformer results do not depend on the number of threads", "[linformer]") {
@@ -262,6 +275,8 @@ TEST_CASE("Linformer errors name the sizes", "[linformer][errors]") {
   const auto big = P::gaussian(16, 256, 1, linformer_sharing::shared_kv, 1);
   CHECK(error_of([&] { (void)salt::linformer_attention(q, k, k, big, salt::key_padding{too_long}); }) ==
         "salt::linformer_attention: key_padding length 201 of batch item 0 is outside [0, 200]");
+  CHECK(error_of([&] { (void)salt::linformer_attention(q, k, k, big, first_keys{201}); }) ==
+        "salt::linformer_attention: the mask's valid_keys of batch item 0 is 201, outside [0, 200]");
   const mat<float> k7 = rng.matrix<float>(7, 8);
   CHECK(error_of([&] { (void)salt::linformer_attention(q, k, k7, big); }) ==
         "salt::linformer_attention: k has 200 tokens but v has 7");

@@ -9,9 +9,10 @@
 ///     salt::row_matrix<float> out = salt::linformer_attention(q, k, v, proj);          // one head
 ///     salt::linformer_attention(qv, kv, vv, outv, proj, salt::key_padding{lengths});   // many heads
 ///
-/// A sequence of L <= max_len tokens uses the first L columns of E and F. Key padding zeroes the padded
-/// keys and values before projecting (so only the first `length` columns of E and F contribute); the k
-/// projected keys themselves are all attended. Linformer has no causal form (see linformer_attention).
+/// A sequence of L <= max_len tokens uses the first L columns of E and F. Key padding (any key-only mask)
+/// zeroes the padded keys and values before projecting (so only the first `length` columns of E and F
+/// contribute); the k projected keys themselves are all attended. Linformer has no causal form (see
+/// linformer_attention).
 
 #include <Eigen/Core>
 
@@ -21,19 +22,19 @@
 #include <type_traits>
 #include <vector>
 
-#include "attention.hpp"
 #include "config.hpp"
-#include "detail/simd.hpp"
+#include "detail/checks.hpp"
+#include "detail/engine.hpp"
+#include "detail/gemm.hpp"
+#include "detail/one_head.hpp"
+#include "detail/parallel.hpp"
 #include "detail/workspace.hpp"
 #include "error.hpp"
 #include "mask.hpp"
 #include "random.hpp"
+#include "run_options.hpp"
 #include "score.hpp"
 #include "tensor.hpp"
-
-#if SALT_HAS_OPENMP
-#include <omp.h>
-#endif
 
 namespace salt {
 
@@ -148,24 +149,16 @@ class linformer_projections {
 
 namespace detail {
 
-template <class Mask>
-struct holds_causal : std::false_type {};
-template <causal_alignment Align>
-struct holds_causal<causal<Align>> : std::true_type {};
-template <class A, class B, class Combine>
-struct holds_causal<combined_mask<A, B, Combine>>
-    : std::bool_constant<holds_causal<A>::value || holds_causal<B>::value> {};
-
-/// The masks Linformer can honour, checked where a call is compiled.
+/// The masks Linformer can honour, checked where a call is compiled: key-only ones (capabilities.hpp).
 template <class Mask>
 constexpr void check_linformer_mask() {
-  static_assert(!holds_causal<Mask>::value,
+  static_assert(!has_prefix_part<Mask>::value,
                 "salt::linformer_attention cannot be causal: projecting keys and values along the sequence "
                 "(K' = E K, V' = F V) mixes every position, future tokens included, into each projected key, so no "
                 "mask on the projected keys can hide the future.");
-  static_assert(holds_causal<Mask>::value || std::is_same_v<Mask, no_mask> || std::is_same_v<Mask, key_padding>,
-                "salt::linformer_attention takes no_mask or key_padding: other masks pick (query, key) pairs by "
-                "position, and the projected keys have no positions.");
+  static_assert(has_prefix_part<Mask>::value || key_length_mask<Mask>,
+                "salt::linformer_attention takes key-only masks (no_mask, key_padding, or a mask with valid_keys): "
+                "other masks pick (query, key) pairs by position, and the projected keys have no positions.");
 }
 
 /// Positions summed per partial sum of a projection. The sum over l is blocked, each block's partial sum
@@ -173,85 +166,22 @@ constexpr void check_linformer_mask() {
 /// with len (a float projection of 64k positions stays as accurate as a blocked GEMM).
 inline constexpr index linformer_sum_block = 128;
 
-/// out (rows, w) = a (rows, len) b (len, w) for one block of positions: register-blocked, MR rows of `a`
-/// times NP packets of `b`'s columns accumulate in registers; `accumulate` adds to out instead of storing.
-template <class T, int MR, int NP>
-EIGEN_STRONG_INLINE void linformer_micro(const T* a, index lda, const T* b, index ldb, index len, T* out, index ldo,
-                                         bool accumulate) noexcept {
-  using P = packet<T>;
-  constexpr int N = lanes<T>;
-  // The r and p loops must unroll for acc to live in registers; GCC 12 at -O2 keeps them as loops otherwise.
-  P acc[MR][NP];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 16
-    for (int p = 0; p < NP; ++p) acc[r][p] = ei::pset1<P>(T(0));
-  for (index l = 0; l < len; ++l) {
-    P bv[NP];
-#pragma GCC unroll 16
-    for (int p = 0; p < NP; ++p) bv[p] = ei::ploadu<P>(b + l * ldb + p * N);
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      const P av = ei::pset1<P>(a[r * lda + l]);
-#pragma GCC unroll 16
-      for (int p = 0; p < NP; ++p) acc[r][p] = ei::pmadd(av, bv[p], acc[r][p]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 16
-    for (int p = 0; p < NP; ++p) {
-      T* o = out + r * ldo + p * N;
-      ei::pstoreu(o, accumulate ? ei::padd(ei::ploadu<P>(o), acc[r][p]) : acc[r][p]);
-    }
-}
-
-/// Micro-kernel shape: MR rows times NP packets of accumulators, plus NP loads and a broadcast, fill the
-/// register file (29 of 32 with AVX-512, 13 of 16 otherwise), as in the engine's dot-product step.
-inline constexpr int linformer_mr = vector_registers >= 32 ? 6 : 3;
-inline constexpr int linformer_np = vector_registers >= 32 ? 4 : 3;
-
-template <class T, int NP>
-void linformer_rows(const T* a, index lda, index rows, const T* b, index ldb, index len, T* out, index ldo,
-                    bool accumulate) noexcept {
-  constexpr int MR = linformer_mr;
-  index r = 0;
-  for (; r + MR <= rows; r += MR)
-    linformer_micro<T, MR, NP>(a + r * lda, lda, b, ldb, len, out + r * ldo, ldo, accumulate);
-  for (; r < rows; ++r) linformer_micro<T, 1, NP>(a + r * lda, lda, b, ldb, len, out + r * ldo, ldo, accumulate);
-}
-
-/// out (rows, w) = a (rows, len) b (len, w): a Linformer projection, E[:, :len] K. Each output entry is the
-/// sum, in order, of its blocks' partial sums, each an in-order chain of multiply-adds; which rows and
-/// columns a call covers does not change any entry, so results do not depend on how work is split
-/// between threads. len = 0 gives zeros.
+/// out (rows, w) = a (rows, len) b (len, w): a Linformer projection, E[:, :len] K, one gemm per block of
+/// positions (the first overwrites out, the others add their partial sums: gemm_update::add). Each entry
+/// depends on its own row of a and column of b only, so results do not depend on how work is split between
+/// threads. len = 0 gives zeros.
 template <class T>
 void linformer_project(const T* a, index lda, index rows, const T* b, index ldb, index len, index w, T* out,
                        index ldo) noexcept {
-  constexpr int N = lanes<T>;
-  constexpr int NP = linformer_np;
-  for (index r = 0; r < rows; ++r) std::fill_n(out + r * ldo, w, T(0));
-  for (index l0 = 0; l0 < len; l0 += linformer_sum_block) {
+  const index first = std::min(linformer_sum_block, len);
+  gemm<T, false, false>(rows, w, first, a, lda, b, ldb, out, ldo, gemm_update::overwrite);
+  for (index l0 = first; l0 < len; l0 += linformer_sum_block) {
     const index nl = std::min(linformer_sum_block, len - l0);
-    const T* al = a + l0;
-    const T* bl = b + l0 * ldb;
-    index c = 0;
-    for (; c + NP * N <= w; c += NP * N) linformer_rows<T, NP>(al, lda, rows, bl + c, ldb, nl, out + c, ldo, l0 > 0);
-    for (; c + N <= w; c += N) linformer_rows<T, 1>(al, lda, rows, bl + c, ldb, nl, out + c, ldo, l0 > 0);
-    for (; c < w; ++c)  // columns past the last whole packet: fused like pmadd where the target has FMA
-      for (index r = 0; r < rows; ++r) {
-        T s = 0;
-#ifdef __FMA__
-        for (index l = 0; l < nl; ++l) s = std::fma(al[r * lda + l], bl[l * ldb + c], s);
-#else
-        for (index l = 0; l < nl; ++l) s += al[r * lda + l] * bl[l * ldb + c];
-#endif
-        out[r * ldo + c] += s;
-      }
+    gemm<T, false, false>(rows, w, nl, a + l0, lda, b + l0 * ldb, ldb, out, ldo, gemm_update::add);
   }
 }
 
-/// Rows of a projection computed per work item: a multiple of the micro-kernel's rows (6 or 3).
+/// Rows of a projection computed per work item: a multiple of the product's tile rows (6 or 3).
 inline constexpr index linformer_row_chunk = 96;
 
 }  // namespace detail
@@ -259,22 +189,27 @@ inline constexpr index linformer_row_chunk = 96;
 /// Multi-head Linformer attention over strided (batch, heads, tokens, features) views, written into `out`
 /// (and the log-sum-exp of each query row over the k projected keys into `lse`, when given). For each
 /// batch item b and K/V head h: K' = E_h[:, :n] K[:n], V' = F_h[:, :n] V[:n] with n the sequence length
-/// (or the batch item's key_padding length), then exact attention of Q against (K', V') on the engine.
-/// With grouped-query attention, query heads that share a K/V head share its projections.
+/// (or the batch item's valid keys under a key-only mask such as key_padding), then exact attention of Q
+/// against (K', V') on the engine. With grouped-query attention, query heads that share a K/V head share
+/// its projections.
 ///
-/// Only `no_mask` and `key_padding` are accepted, and `salt::causal` is rejected at compile time: causal
-/// Linformer is not defined, because each projected key mixes all positions, future ones included.
+/// Only key-only masks (salt::key_length_mask: no_mask, key_padding, a user mask with valid_keys) are
+/// accepted, and any mask with a causal part is rejected at compile time: causal Linformer is not defined,
+/// because each projected key mixes all positions, future ones included.
 /// A batch item with no valid key projects to zero keys and values: its rows output zeros (and LSE log k,
 /// since the k projected keys are still attended). `score` sets the scale (default 1/sqrt(d)). The projected
 /// keys and values of every (batch item, K/V head) are held at once: batch * Hkv * k * (d + dv) elements.
 template <class T, class Mask = no_mask>
-void linformer_attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
-                         const tensor_view<T>& out, const lse_view<T>& lse, const linformer_projections<T>& proj,
-                         const Mask& mask = {}, const dot_product& score = {}, const run_options& opts = {}) {
+void linformer_attention(const std::type_identity_t<tensor_view<const T>>& q,
+                         const std::type_identity_t<tensor_view<const T>>& k,
+                         const std::type_identity_t<tensor_view<const T>>& v, const tensor_view<T>& out,
+                         const lse_view<T>& lse, const linformer_projections<T>& proj, const Mask& mask = {},
+                         const dot_product& score = {}, const run_options& opts = {}) {
   detail::check_linformer_mask<Mask>();
   constexpr const char* api = "salt::linformer_attention";
   detail::check_qkv(q, k, v, out, opts, api, "Linformer attention");
   detail::check_policies(detail::dims_of(q, k, v), api, mask, score);
+  detail::check_valid_keys(mask, k.batch, q.tokens, k.tokens, api);
   detail::require(k.tokens <= proj.max_len(), api, ": the sequence has ", k.tokens,
                   " keys but the projections take at most ", proj.max_len(), " (max_len)");
   detail::require(proj.sharing() != linformer_sharing::per_head || proj.heads() == k.heads, api,
@@ -286,12 +221,11 @@ void linformer_attention(const input_view<T>& q, const input_view<T>& k, const i
   detail::aligned_buffer<T> kbuf(B * H * kp * d), vbuf(B * H * kp * dv);
   const index chunks = (kp + detail::linformer_row_chunk - 1) / detail::linformer_row_chunk;
   const index items = B * H * 2 * chunks;  // (batch, head, keys or values, row chunk)
-  auto item = [&](index it) {
+  auto project = [&](index it, detail::no_workspace&) {
     const index chunk = it % chunks, rest = it / chunks;
     const bool values = rest % 2 != 0;
     const index bh = rest / 2, b = bh / H, h = bh % H;
-    index len = k.tokens;
-    if constexpr (std::is_same_v<Mask, key_padding>) len = mask.lengths[static_cast<std::size_t>(b)];
+    const index len = detail::valid_keys_of(mask, problem_shape{q.tokens, k.tokens, b, 0});
     const index r0 = chunk * detail::linformer_row_chunk, rows = std::min(detail::linformer_row_chunk, kp - r0);
     const auto m = values ? proj.f(h) : proj.e(h);  // (k, max_len)
     const head_view<const T> src = values ? v.head(b, h) : k.head(b, h);
@@ -300,30 +234,29 @@ void linformer_attention(const input_view<T>& q, const input_view<T>& k, const i
     detail::linformer_project(m.data() + r0 * proj.max_len(), proj.max_len(), rows, src.data, src.row_stride, len, w,
                               dst, w);
   };
-#if SALT_HAS_OPENMP
-  const int threads = static_cast<int>(
-      std::clamp<index>(opts.threads > 0 ? opts.threads : omp_get_max_threads(), 1, std::max<index>(items, 1)));
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
-  for (index it = 0; it < items; ++it) item(it);
-#else
-  for (index it = 0; it < items; ++it) item(it);
-#endif
+  detail::parallel_for(items, detail::thread_count(opts.threads, items), [] { return detail::no_workspace{}; },
+                       project);
 
+  // Exact attention on the projected keys; the checks above cover it (q, out and the score are the caller's,
+  // the projected keys and values are this call's own buffers).
   const tensor_view<const T> kv{kbuf.data(), B, H, kp, d, H * kp * d, kp * d, d};
   const tensor_view<const T> vv{vbuf.data(), B, H, kp, dv, H * kp * dv, kp * dv, dv};
-  attention<T>(q, kv, vv, out, lse, no_mask{}, score, opts);
+  const no_mask every_key{};
+  detail::run_engine(detail::engine_problem<T, no_mask, dot_product>{q, kv, vv, out, lse, every_key, score, opts.threads});
 }
 
 /// Multi-head Linformer attention without the log-sum-exp.
 template <class T, class Mask = no_mask>
-void linformer_attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
-                         const tensor_view<T>& out, const linformer_projections<T>& proj, const Mask& mask = {},
-                         const dot_product& score = {}, const run_options& opts = {}) {
+void linformer_attention(const std::type_identity_t<tensor_view<const T>>& q,
+                         const std::type_identity_t<tensor_view<const T>>& k,
+                         const std::type_identity_t<tensor_view<const T>>& v, const tensor_view<T>& out,
+                         const linformer_projections<T>& proj, const Mask& mask = {}, const dot_product& score = {},
+                         const run_options& opts = {}) {
   linformer_attention<T, Mask>(q, k, v, out, lse_view<T>{}, proj, mask, score, opts);
 }
 
 /// One head: q (Lq, d), k (L, d), v (L, dv) -> (Lq, dv). Row-major inputs are read in place; a column-major
-/// one is copied once. `mask` is no_mask or key_padding (one length).
+/// one is copied once. `mask` is key-only (no_mask, or key_padding with one length).
 template <class DQ, class DK, class DV, class Mask = no_mask>
 row_matrix<typename DQ::Scalar> linformer_attention(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k,
                                                     const Eigen::MatrixBase<DV>& v,
@@ -334,14 +267,11 @@ row_matrix<typename DQ::Scalar> linformer_attention(const Eigen::MatrixBase<DQ>&
   static_assert(std::is_same_v<T, typename DK::Scalar> && std::is_same_v<T, typename DV::Scalar>,
                 "salt::linformer_attention: q, k and v must have the same scalar type.");
   detail::check_linformer_mask<Mask>();
-  const matrix_cref<T> qr(q), kr(k), vr(v);
-  row_matrix<T> out(qr.rows(), vr.cols());
-  auto view = [](const matrix_cref<T>& m) {
-    return tensor_view<const T>{m.data(), 1, 1, m.rows(), m.cols(), 0, 0, m.outerStride()};
-  };
-  linformer_attention<T, Mask>(view(qr), view(kr), view(vr), tensor_view<T>::of(out), lse_view<T>{}, proj, mask, score,
-                               opts);
-  return out;
+  return detail::one_head<T>(
+      [&](const auto& qv, const auto& kv, const auto& vv, const auto& outv) {
+        linformer_attention<T, Mask>(qv, kv, vv, outv, lse_view<T>{}, proj, mask, score, opts);
+      },
+      q, k, v);
 }
 
 }  // namespace salt

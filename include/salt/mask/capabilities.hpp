@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "../config.hpp"
+#include "../error.hpp"
 #include "concept.hpp"
 
 namespace salt {
@@ -51,6 +52,20 @@ template <class M>
 index valid_keys_of(const M& m, const problem_shape& s) noexcept {
   if constexpr (key_length_mask<M>) return m.valid_keys(s);
   else return s.lk;
+}
+
+/// A key-only mask's valid keys lie in [0, lk] for every batch item, as key_length_mask requires; checked at
+/// a kernel's entry for masks without a check of their own (key_padding checks its lengths first, with its
+/// own message).
+template <class M>
+void check_valid_keys(const M& m, index batch, index lq, index lk, const char* api) {
+  if constexpr (key_length_mask<M>) {
+    for (index b = 0; b < batch; ++b) {
+      const index n = m.valid_keys(problem_shape{lq, lk, b, 0});
+      require(n >= 0 && n <= lk, api, ": the mask's valid_keys of batch item ", b, " is ", n, ", outside [0, ", lk,
+              "]");
+    }
+  }
 }
 
 }  // namespace detail
