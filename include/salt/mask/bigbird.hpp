@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <limits>
 #include <span>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -51,7 +52,7 @@ struct bigbird {
   index block = 64;   ///< B: tokens per block
   index random = 0;   ///< r: random key blocks per non-global query block
   index heads = 1;    ///< heads in `table`: 1 (shared) or the number of query heads
-  std::span<const std::int32_t> table = {};  ///< (heads, nb - 2, random): key blocks, or -1 for none
+  layout_span<const std::int32_t> table = {};  ///< (heads, nb - 2, random): key blocks, or -1 for none
 
   /// Number of blocks for a sequence of `length` tokens.
   index blocks_for(index length) const noexcept { return (length + block - 1) / block; }
@@ -141,12 +142,21 @@ class bigbird_table {
 
   /// The mask for blocks of `block` tokens (the table fits sequences of (nb - 1) B + 1 .. nb B tokens).
   /// A view: valid while this table lives and is not moved from.
-  bigbird mask(index block) const noexcept { return {block, random_, heads_, entries_}; }
+  bigbird mask(index block) const& noexcept { return {block, random_, heads_, entries_}; }
+  /// A temporary table dies before its mask could be used: a compile error (a template, so only a call fails).
+  template <class Unused = void>
+  bigbird mask(index) const&& noexcept {
+    static_assert(!std::is_same_v<Unused, Unused>,
+                  "salt::bigbird_table::mask() returns a view of the table, which must outlive the call: "
+                  "keep the table in a variable, not a temporary.");
+    return {};
+  }
 
   index heads() const noexcept { return heads_; }
   index blocks() const noexcept { return blocks_; }
   index random() const noexcept { return random_; }
-  std::span<const std::int32_t> entries() const noexcept { return entries_; }
+  std::span<const std::int32_t> entries() const& noexcept { return entries_; }
+  std::span<const std::int32_t> entries() const&& = delete;  // would view a temporary's entries
   /// Random block `t` of query block i (1 <= i <= nb - 2) of head h.
   std::int32_t at(index h, index i, index t) const noexcept {
     return entries_[static_cast<std::size_t>((h * (blocks_ - 2) + (i - 1)) * random_ + t)];

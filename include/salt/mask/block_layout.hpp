@@ -7,15 +7,44 @@
 /// from the dense table.
 
 #include <algorithm>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <ranges>
 #include <span>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "../error.hpp"
 #include "compose.hpp"
 #include "concept.hpp"
+
+namespace salt {
+
+/// The table member of a block-layout mask (`block_layout`, `block_layout_csr_view`, `bigbird`): a
+/// std::span that binds only to data that outlives the expression, i.e. an lvalue or a borrowed range
+/// (an explicit std::span), never a temporary container, whose storage would be freed before the mask is
+/// used. Those masks stay aggregates, so designated initialisers keep working:
+/// `salt::block_layout{.block = 64, .blocks = nb, .layout = flags}`.
+template <class T>
+class layout_span : public std::span<T> {
+ public:
+  layout_span() = default;
+  template <class R>
+    requires(!std::same_as<std::remove_cvref_t<R>, layout_span>) && std::constructible_from<std::span<T>, R&>
+  layout_span(R&& table) : std::span<T>(table) {  // NOLINT: converts like a span
+    static_assert(std::is_lvalue_reference_v<R> || std::ranges::borrowed_range<R>,
+                  "salt's block layouts (block_layout, block_layout_csr_view, bigbird) view their tables, which "
+                  "must outlive the call: keep them in a variable, not a temporary.");
+  }
+};
+
+}  // namespace salt
+
+/// A layout_span is a view: iterators taken from a temporary one stay valid, like std::span's.
+template <class T>
+inline constexpr bool std::ranges::enable_borrowed_range<salt::layout_span<T>> = true;
 
 namespace salt {
 namespace detail {
@@ -130,7 +159,7 @@ inline void check_layout_shape(const char* api, const char* name, index block, i
 /// When Lq != Lk, query i sits at key position i + Lk - Lq (bottom-right, like `causal`), so a decoding step
 /// reads the layout row of its own position; queries before key position 0 see nothing. The layout may
 /// cover more tokens than Lk (a layout built for the longest sequence serves shorter ones); it must cover Lk.
-/// The flags are not copied: they must outlive the call.
+/// The flags are not copied: they must outlive the call (a temporary container is a compile error).
 ///
 ///     std::vector<std::uint8_t> flags(heads * nb * nb);  // 1 where query block i sees key block j
 ///     salt::attention(qv, kv, vv, outv, salt::block_layout{.block = 64, .heads = heads, .blocks = nb, .layout = flags});
@@ -141,7 +170,7 @@ struct block_layout {
   index block = 0;   ///< B: tokens per layout block
   index heads = 1;   ///< layouts in `layout`: 1 (shared) or the number of query heads
   index blocks = 0;  ///< nb: layout blocks per side
-  std::span<const std::uint8_t> layout = {};  ///< (heads, nb, nb): non-zero where a query block sees a key block
+  layout_span<const std::uint8_t> layout = {};  ///< (heads, nb, nb): non-zero where a query block sees a key block
 
   /// Layout row r of query head h.
   const std::uint8_t* row(index h, index r) const noexcept {
@@ -180,13 +209,13 @@ struct block_layout {
 /// The same mask as `block_layout`, from per-row lists of key blocks (CSR): layout row r of head h lists
 /// its key blocks in `columns[row_offsets[h * nb + r] .. row_offsets[h * nb + r + 1])`, strictly increasing.
 /// Planning a tile costs O(listed blocks of its rows), however long the sequence. Non-owning: take it from
-/// a `block_layout_csr`, or point it at lists of your own that outlive the call.
+/// a `block_layout_csr` kept in a variable, or point it at lists of your own that outlive the call.
 struct block_layout_csr_view {
   index block = 0;   ///< B: tokens per layout block
   index heads = 1;   ///< layouts: 1 (shared) or the number of query heads
   index blocks = 0;  ///< nb: layout blocks per side
-  std::span<const index> row_offsets = {};  ///< (heads * nb + 1): where each row's list starts; ends at columns.size()
-  std::span<const index> columns = {};      ///< (nnz): key blocks of each row, strictly increasing within a row
+  layout_span<const index> row_offsets = {};  ///< (heads * nb + 1): where each row's list starts; ends at columns.size()
+  layout_span<const index> columns = {};      ///< (nnz): key blocks of each row, strictly increasing within a row
 
   /// The key blocks of layout row r of query head h.
   std::span<const index> row(index h, index r) const noexcept {
@@ -272,15 +301,26 @@ class block_layout_csr {
   }
 
   /// The mask: a view of these lists, valid while this object lives and is not moved from.
-  block_layout_csr_view mask() const noexcept { return {block_, heads_, blocks_, offsets_, columns_}; }
+  block_layout_csr_view mask() const& noexcept { return {block_, heads_, blocks_, offsets_, columns_}; }
+  /// A temporary's lists die with it, before the mask could be used: a compile error (a template, so only a call
+  /// fails).
+  template <class Unused = void>
+  block_layout_csr_view mask() const&& noexcept {
+    static_assert(!std::is_same_v<Unused, Unused>,
+                  "salt::block_layout_csr::mask() returns a view of the lists, which must outlive the call: "
+                  "keep the block_layout_csr in a variable, not a temporary.");
+    return {};
+  }
 
   index block() const noexcept { return block_; }
   index heads() const noexcept { return heads_; }
   index blocks() const noexcept { return blocks_; }
   /// Number of (query block, key block) pairs listed, over all heads.
   index nonzeros() const noexcept { return static_cast<index>(columns_.size()); }
-  std::span<const index> row_offsets() const noexcept { return offsets_; }
-  std::span<const index> columns() const noexcept { return columns_; }
+  std::span<const index> row_offsets() const& noexcept { return offsets_; }
+  std::span<const index> columns() const& noexcept { return columns_; }
+  std::span<const index> row_offsets() const&& = delete;  // would view a temporary's lists
+  std::span<const index> columns() const&& = delete;
 
  private:
   index block_, heads_, blocks_;

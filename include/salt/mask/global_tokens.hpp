@@ -4,8 +4,11 @@
 /// attention, the [CLS] token of a classifier). Usually combined with a window: `window | global`.
 
 #include <algorithm>
+#include <concepts>
 #include <cstdint>
+#include <ranges>
 #include <span>
+#include <type_traits>
 
 #include "../error.hpp"
 #include "concept.hpp"
@@ -15,7 +18,8 @@ namespace salt {
 /// Tokens listed in `indices` are global: query t sees every key and key t is seen by every query, i.e.
 /// query q may see key k when q or k is listed. An index names one token of one sequence, query t and key t
 /// alike, so this mask needs Lq == Lk. The indices are sorted, unique, in [0, L), shared by every batch
-/// item and head, and not copied: they must outlive the call.
+/// item and head, and not copied: they must outlive the call. A temporary container (an rvalue vector)
+/// is therefore a compile error; an lvalue or an explicit std::span binds.
 ///
 ///     const std::vector<salt::index> cls{0};
 ///     salt::attention(q, k, v, salt::sliding_window{.left = 256, .right = 256} | salt::global_tokens{cls});
@@ -23,7 +27,18 @@ namespace salt {
 /// Cost O(L * g * d) for g global tokens, beside what it is combined with: global rows visit every key
 /// block, other rows only the blocks that hold global keys.
 struct global_tokens {
-  std::span<const index> indices;
+  std::span<const index> indices;  ///< (g): the global tokens, sorted and unique
+
+  global_tokens() = default;
+  /// Views `tokens` (any contiguous range of salt::index that outlives the call).
+  template <class R>
+    requires std::ranges::contiguous_range<R> && std::ranges::sized_range<R> &&
+             std::same_as<std::ranges::range_value_t<R>, index>
+  global_tokens(R&& tokens) : indices(tokens) {  // NOLINT: converts like a span
+    static_assert(std::is_lvalue_reference_v<R> || std::ranges::borrowed_range<R>,
+                  "salt::global_tokens views its indices, which must outlive the call: "
+                  "keep them in a variable, not a temporary.");
+  }
 
   /// Whether token t is global: a binary search, O(log g).
   bool is_global(index t) const noexcept { return std::binary_search(indices.begin(), indices.end(), t); }

@@ -3,8 +3,13 @@
 /// Additive score sources: an explicit bias table and ALiBi. Add them to the dot product with `+`:
 /// `dot_product{} + alibi{slopes}`.
 
+#include <Eigen/Core>
+
+#include <concepts>
 #include <cstdlib>
+#include <ranges>
 #include <span>
+#include <type_traits>
 
 #include "../error.hpp"
 #include "concept.hpp"
@@ -12,17 +17,23 @@
 namespace salt {
 
 /// Adds bias(b, h, i, j) = data[b * batch_stride + h * head_stride + i * row_stride + j] to logit (i, j).
-/// Strides of 0 share the table across batch items or heads. The table is not copied.
+/// Strides of 0 share the table across batch items or heads. The table is not copied: it must outlive the
+/// call.
 template <class T>
 struct bias_table {
   const T* data = nullptr;
   index rows = 0, cols = 0;  ///< must equal (Lq, Lk)
   index row_stride = 0, head_stride = 0, batch_stride = 0;
 
-  /// One (Lq, Lk) table shared by every batch item and head, from a row-major matrix.
+  /// One (Lq, Lk) table shared by every batch item and head, from a row-major matrix or a view of one
+  /// (a Map, a Block). A temporary matrix would be freed before the policy is used: a compile error.
   template <class Derived>
-  static bias_table shared(const Derived& m) {
-    static_assert(static_cast<int>(Derived::IsRowMajor), "salt::bias_table::shared needs a row-major (Lq, Lk) matrix.");
+  static bias_table shared(Derived&& m) {
+    using matrix = std::remove_cvref_t<Derived>;
+    static_assert(static_cast<int>(matrix::IsRowMajor), "salt::bias_table::shared needs a row-major (Lq, Lk) matrix.");
+    static_assert(std::is_lvalue_reference_v<Derived> || !std::is_base_of_v<Eigen::PlainObjectBase<matrix>, matrix>,
+                  "salt::bias_table views its table, which must outlive the call: keep it in a variable, not a "
+                  "temporary.");
     return {m.data(), m.rows(), m.cols(), m.outerStride(), 0, 0};
   }
 
@@ -47,9 +58,21 @@ struct bias_table {
 
 /// ALiBi (Press et al.): adds -slope[h] * |i' - j| where i' = i + (Lk - Lq) is the query's position on
 /// the key axis (bottom-right alignment, as causal uses). Under a causal mask this is slope * (j - i'),
-/// the published form. The slopes are not copied.
+/// the published form. The slopes are not copied: they must outlive the call (a temporary container is a
+/// compile error).
 struct alibi {
-  std::span<const double> slopes;  ///< one per query head
+  std::span<const double> slopes;  ///< (q_heads): one per query head
+
+  alibi() = default;
+  /// Views `head_slopes` (any contiguous range of double that outlives the call).
+  template <class R>
+    requires std::ranges::contiguous_range<R> && std::ranges::sized_range<R> &&
+             std::same_as<std::ranges::range_value_t<R>, double>
+  alibi(R&& head_slopes) : slopes(head_slopes) {  // NOLINT: converts like a span
+    static_assert(std::is_lvalue_reference_v<R> || std::ranges::borrowed_range<R>,
+                  "salt::alibi views its slopes, which must outlive the call: keep them in a variable, not a "
+                  "temporary.");
+  }
 
   static constexpr bool uses_dot_product() { return false; }
   static constexpr bool is_identity() { return false; }

@@ -1,0 +1,15 @@
+// Must not compile: segments views its ids, and a temporary vector is freed at the end of the declaration,
+// before the mask is used. Ids kept in a variable bind.
+//   g++ 12:    error: static assertion failed: salt::segments views its ids, which must outlive the call: ...
+//   clang 14:  error: static_assert failed due to requirement ... "salt::segments views its ids, ...
+// expect: salt::segments views its ids, which must outlive the call: keep them in a variable, not a temporary
+#include <salt/attention.hpp>
+
+#include <vector>
+
+int main() {
+  const auto mask = salt::segments{std::vector<salt::index>(8, 0)};
+  const salt::row_matrix<float> x = salt::row_matrix<float>::Zero(8, 4);
+  const salt::row_matrix<float> out = salt::attention(x, x, x, mask);
+  return static_cast<int>(out(0, 0));
+}
