@@ -1,8 +1,11 @@
-// Score policies (scaled dot product with any scale, bias table, ALiBi, soft-capping, sums) through the
-// engine against the fp64 reference that applies the same policy objects.
+// Score policies (scaled dot product with any scale, bias table, ALiBi, soft-capping, elementwise
+// functions, sums) through the engine against the fp64 reference that applies the same policy objects.
 #include <salt/attention.hpp>
 
+#include <cmath>
+#include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "catch.hpp"
@@ -47,6 +50,81 @@ TEMPLATE_TEST_CASE("score policies match the fp64 reference", "[score][reference
                       seed++, 4.0);
     }
   }
+}
+
+namespace {
+
+/// A T5/ALiBi-like relative-position bias as one function: s - slope[h] * |q + shift - k|, with q placed on
+/// the key axis bottom-right (shift = Lk - Lq). Computed in the logit's own type, as users should.
+struct relative_bias {
+  const double* slopes = nullptr;  // (heads)
+  idx shift = 0;
+  template <class S>
+  S operator()(S s, idx, idx h, idx q, idx k) const noexcept {
+    const idx distance = q + shift > k ? q + shift - k : k - q - shift;
+    return s - static_cast<S>(slopes[h]) * static_cast<S>(distance);
+  }
+};
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("elementwise_score matches the fp64 reference", "[score][reference]", float, double) {
+  using T = TestType;
+  std::uint64_t seed = 500;
+  const std::vector<double> slopes{0.125, 0.5};
+  for (const idx lq : {1, 7, 63, 65, 257}) {
+    for (const idx lk : {1, 7, 65, 257}) {
+      const salt::row_matrix<T> table = random_source(seed).matrix<T>(lq, lk, 3.0);
+      const auto bias = salt::bias_table<T>::shared(table);
+      const salt::alibi al{slopes};
+      const salt::elementwise_score relative{relative_bias{slopes.data(), lk - lq}};
+      const auto cap = salt::elementwise_score{
+          [](auto s, idx, idx, idx, idx) { return decltype(s)(5) * std::tanh(s / decltype(s)(5)); }};
+      // f may drop pairs itself, as FlexAttention's score_mod does with -inf; a row left with none is 0.
+      const auto sparse = salt::elementwise_score{[](auto s, idx, idx, idx q, idx k) {
+        return (q + 2 * k) % 3 == 0 ? s : -std::numeric_limits<decltype(s)>::infinity();
+      }};
+      const idx d = lk == 7 ? 5 : 64;
+      check_scores<T>("relative", lq, lk, d, salt::no_mask{}, relative, seed++);
+      check_scores<T>("relative, causal", lq, lk, d, salt::causal{}, relative, seed++);
+      check_scores<T>("relative, window", lq, lk, d, salt::sliding_window{.left = 20, .right = 5}, relative, seed++);
+      check_scores<T>("relative + bias", lq, lk, d, salt::no_mask{}, relative + bias, seed++);
+      check_scores<T>("bias + relative", lq, lk, d, salt::causal{}, bias + relative, seed++);
+      check_scores<T>("relative of (dot scale 0.3 + alibi)", lq, lk, d, salt::no_mask{},
+                      salt::elementwise_score{relative.f, salt::dot_product{.scale = 0.3} + al}, seed++);
+      check_scores<T>("cap, window", lq, lk, d, salt::sliding_window{.left = 9, .right = 9}, cap, seed++, 4.0);
+      check_scores<T>("f drops pairs", lq, lk, d, salt::no_mask{}, sparse, seed++);
+    }
+  }
+}
+
+TEST_CASE("elementwise_score passes each logit its batch item, head and positions", "[score]") {
+  // f encodes its arguments; the tile starts at query 5, key 70 of batch item 2, head 3.
+  const auto encode = salt::elementwise_score{
+      [](auto s, idx b, idx h, idx q, idx k) { return s + decltype(s)(1e6 * b + 1e5 * h + 1e3 * q + k); }};
+  std::vector<double> tile(4 * 3, 0.5);  // 3 keys x 4 queries, key-major, stride 4
+  const salt::logit_tile<double> t{tile.data(), 4, 5, 70, 4, 3};
+  encode.apply(t, salt::problem_shape{100, 100, 2, 3});
+  for (idx i = 0; i < 4; ++i)
+    for (idx j = 0; j < 3; ++j) CHECK(t.at(i, j) == 0.5 + 2e6 + 3e5 + 1e3 * double(5 + i) + double(70 + j));
+}
+
+TEST_CASE("elementwise_score is a trivially copyable score policy when f is", "[score]") {
+  const double slope = 0.25;
+  const auto by_value = salt::elementwise_score{[slope](auto s, idx, idx, idx q, idx k) { return s - slope * (q - k); }};
+  using by_value_t = std::remove_const_t<decltype(by_value)>;
+  STATIC_REQUIRE(salt::score_policy<by_value_t>);
+  STATIC_REQUIRE(std::is_trivially_copyable_v<by_value_t>);
+  STATIC_REQUIRE(by_value_t::uses_dot_product());
+  STATIC_REQUIRE(!by_value_t::is_identity());
+  STATIC_REQUIRE(std::is_same_v<decltype(salt::elementwise_score{relative_bias{}}),
+                                salt::elementwise_score<relative_bias, salt::dot_product>>);
+  STATIC_REQUIRE(std::is_same_v<decltype(salt::elementwise_score{relative_bias{}, salt::dot_product{.scale = 2.0}}),
+                                salt::elementwise_score<relative_bias, salt::dot_product>>);
+  STATIC_REQUIRE(salt::score_policy<decltype(by_value + salt::alibi{})>);
+  const salt::elementwise_score scaled{relative_bias{}, salt::dot_product{.scale = 2.0}};
+  CHECK(scaled.dot_scale(64) == 2.0);
+  CHECK(by_value.dot_scale(64) == 0.125);
 }
 
 TEST_CASE("ALiBi under a causal mask is the published slope * (j - i)", "[score]") {

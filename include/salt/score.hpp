@@ -6,6 +6,7 @@
 #include "score/bias.hpp"
 #include "score/concept.hpp"
 #include "score/dot_product.hpp"
+#include "score/elementwise.hpp"
 #include "score/softcap.hpp"
 #include "score/sum.hpp"
 #include "score/synthesizer.hpp"

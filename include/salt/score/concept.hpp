@@ -28,6 +28,8 @@ struct logit_tile {
 
 /// A score policy for scalar type T: `uses_dot_product()` says whether the engine should fill the tile
 /// with `dot_scale(d) * q.k` first (a constant expression), `apply` then adds to or transforms it.
+/// `is_identity()` (a constant expression too) lets the engine skip `apply`. This tile form is the fast
+/// one; for a function of one logit and its position, `elementwise_score{f}` writes the members.
 template <class S, class T>
 concept score_policy_for = std::is_trivially_copyable_v<S> &&
     requires(const S& s, const logit_tile<T>& t, const problem_shape& p, index d) {
