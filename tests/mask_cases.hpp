@@ -2,7 +2,8 @@
 /// \file mask_cases.hpp
 /// The one list of every mask policy salt ships and of the compositions users write, each as a small "case"
 /// type that owns the storage its mask views and builds the mask for given (batch, heads, Lq, Lk). A sweep
-/// (tests/test_every_mask.cpp) runs one generic body over `every_mask_case`; adding a mask to the library
+/// (tests/test_every_mask.cpp) runs one generic body over `every_mask_case<T>` (T: the precision of the calls,
+/// which only a prebuilt `block_mask` depends on); adding a mask to the library
 /// means adding its case here. Free of Catch2, so that fuzz harnesses can share it.
 ///
 /// A case C has
@@ -16,6 +17,7 @@
 ///   - a constructor from `mask_shape`, and `mask()`, a view into the case's storage: build the case in place
 ///     (`const C c(shape);`) and keep it alive while the mask is used. Cases cannot be copied or moved.
 
+#include <salt/block_mask.hpp>
 #include <salt/mask.hpp>
 #include <salt/random.hpp>
 
@@ -23,6 +25,7 @@
 #include <cstdint>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 namespace salt::test {
@@ -212,12 +215,29 @@ struct both_case : case_base {
   auto mask() const { return a.mask() & b.mask(); }
 };
 
+/// A `block_mask` of Inner's mask, planned once for the case's sizes in the engine's geometry for T: calls
+/// copy the stored runs instead of planning.
+template <class T, class Inner>
+struct block_mask_case : case_base {
+  static constexpr bool varies = Inner::varies;
+  static constexpr bool tight = Inner::tight;
+  static bool fits(index lq, index lk) { return Inner::fits(lq, lk); }
+  static std::string name() { return "block_mask of " + Inner::name(); }
+  using inner_mask = decltype(std::declval<const Inner&>().mask());
+  Inner inner;
+  salt::block_mask<T, inner_mask> planned;
+  explicit block_mask_case(const mask_shape& s)
+      : inner(s), planned(inner.mask(), problem_dims{.batch = s.batch, .q_heads = s.heads, .lq = s.lq, .lk = s.lk}) {}
+  planned_mask_view<inner_mask> mask() const { return planned.mask(); }
+};
+
 using causal_bottom_right = causal_case<causal_alignment::bottom_right, 0>;
 using window = sliding_window_case<5, 5, 1>;
 
 }  // namespace cases
 
-/// Every mask the library ships, with its variants, and the compositions users write.
+/// Every mask the library ships, with its variants, and the compositions users write, for calls in T.
+template <class T>
 using every_mask_case = std::tuple<
     cases::no_mask_case,
     cases::causal_bottom_right,
@@ -249,6 +269,9 @@ using every_mask_case = std::tuple<
     cases::both_case<cases::either_case<cases::window, cases::global_tokens_case>, cases::key_padding_case>,
     cases::either_case<cases::block_layout_case, cases::fixed_case<16, 4>>,
     cases::both_case<cases::block_layout_csr_case, cases::causal_bottom_right>,
-    cases::both_case<cases::bigbird_case<16, 2>, cases::key_mask_case>>;
+    cases::both_case<cases::bigbird_case<16, 2>, cases::key_mask_case>,
+    cases::block_mask_case<T, cases::both_case<cases::either_case<cases::window, cases::global_tokens_case>,
+                                               cases::key_padding_case>>,
+    cases::block_mask_case<T, cases::block_layout_csr_case>>;
 
 }  // namespace salt::test

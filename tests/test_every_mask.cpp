@@ -30,13 +30,20 @@ struct in_precision {
   using scalar = T;
 };
 
-template <class List>
-struct in_both_precisions;
-template <class... Cases>
-struct in_both_precisions<std::tuple<Cases...>> {
-  using type = std::tuple<in_precision<Cases, float>..., in_precision<Cases, double>...>;
+template <class T, class List>
+struct in_precision_list;
+template <class T, class... Cases>
+struct in_precision_list<T, std::tuple<Cases...>> {
+  using type = std::tuple<in_precision<Cases, T>...>;
 };
-using every_case = in_both_precisions<every_mask_case>::type;
+template <class A, class B>
+struct concatenated;
+template <class... A, class... B>
+struct concatenated<std::tuple<A...>, std::tuple<B...>> {
+  using type = std::tuple<A..., B...>;
+};
+using every_case = concatenated<in_precision_list<float, every_mask_case<float>>::type,
+                                in_precision_list<double, every_mask_case<double>>::type>::type;
 
 constexpr idx lengths[] = {1, 7, 63, 65, 257};
 constexpr idx features = 16;
