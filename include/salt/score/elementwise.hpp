@@ -20,11 +20,13 @@ namespace salt {
 ///     const auto relative = salt::elementwise_score{[slope](auto s, salt::index, salt::index, salt::index q,
 ///                                                           salt::index k) {
 ///       using S = decltype(s);
-///       return s - S(slope) * S(q > k ? q - k : k - q);
+///       return s - S(slope) * S(std::abs(static_cast<int>(q - k)));
 ///     }};
 ///     salt::attention(q, k, v, salt::causal{}, relative);
 ///
-/// Take s as `auto` (as above) so that a double kernel computes f in double.
+/// Take s as `auto` (as above) so that a double kernel computes f in double. Positions are 64-bit; an f
+/// that narrows a distance to int before converting it to S (as above) vectorises on every x86 level,
+/// where a 64-bit integer to floating-point conversion needs AVX-512.
 /// The one-function form complements the tile form of score_policy (four members and an `apply` over a
 /// key-major logit tile): f runs once per visited pair, over each key's row of queries, which the compiler
 /// vectorises when f inlines; a policy that needs per-tile set-up or a table walk (bias_table, alibi,
