@@ -10,6 +10,7 @@
 #include "linformer.hpp"
 #include "lsh.hpp"
 #include "mask.hpp"
+#include "merge.hpp"
 #include "plan.hpp"
 #include "random.hpp"
 #include "score.hpp"
