@@ -5,6 +5,8 @@
 // attention; seeded rotations, Reformer's bucket rule, errors, thread independence.
 #include <salt/lsh.hpp>
 
+#include <salt/attention.hpp>  // exact attention, where LSH must equal it
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

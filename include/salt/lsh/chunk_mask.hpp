@@ -5,7 +5,7 @@
 /// keys of its own chunk and of `before` / `after` neighbouring chunks, cyclically, subject to tests on the
 /// rows' original positions; `lsh_self_score` gives every copy of a query's own position the score -1e5 and
 /// counts a chunk that the cyclic band reaches several times (short sequences) that many times.
-/// Internal: salt::lsh_attention builds both (lsh.hpp).
+/// Internal: salt::lsh_attention builds both (lsh/attention.hpp).
 
 #include <algorithm>
 #include <cmath>
