@@ -1,9 +1,10 @@
 // Linear attention kernels: with W given, the non-causal, causal (chunked) and streaming forms against the
 // fp64 formula of the same map (sum over the visible keys of phi(q).phi(k) v over the same sum of
 // phi(q).phi(k)) under the accuracy criterion, for every map, masks, alignments, padding, GQA, Lq != Lk,
-// float and double; causality bit for bit (later tokens perturbed, including a key that forces a rescale);
-// streaming = causal parallel; |x| = 30 inputs; fidelity to exact softmax attention as m grows and
-// orthogonal against i.i.d. features (fixed seeds); thread independence; errors.
+// float and double; a user's prefix-shaped and key-only masks; causality bit for bit (later tokens perturbed,
+// including a key that forces a rescale); streaming = causal parallel; |x| = 30 inputs; fidelity to exact
+// softmax attention as m grows and orthogonal against i.i.d. features (fixed seeds); thread independence;
+// errors.
 #include <salt/linear.hpp>
 
 #include <cmath>
@@ -40,21 +41,25 @@ mat<U> features_def(const squared_relu&, const mat<T>& x, const mat<T>&) {
   return (x.template cast<U>().array().max(U(0)).square() + U(0.5)).matrix();
 }
 
-/// The formula: row i = sum_{j visible} (pq_i . pk_j) v_j / sum_{j visible} pq_i . pk_j, visible = j < len
-/// and, when causal, j <= i + shift; a row that sees no key (or whose denominator is 0) is zero.
-template <class U, class T>
-mat<U> linear_formula(const mat<U>& pq, const mat<U>& pk, const mat<T>& v, bool causal, idx shift, idx len) {
-  const mat<U> vu = v.template cast<U>();
-  mat<U> out = mat<U>::Zero(pq.rows(), v.cols());
-  for (idx i = 0; i < pq.rows(); ++i) {
-    const idx n = causal ? std::clamp<idx>(i + shift + 1, 0, len) : len;
-    if (n == 0) continue;
-    const Eigen::Matrix<U, 1, Eigen::Dynamic> a = pq.row(i) * pk.topRows(n).transpose();
-    const U den = a.sum();
-    if (den != 0) out.row(i) = a * vu.topRows(n) / den;
-  }
-  return out;
-}
+using salt::test::linear_formula;
+
+/// A user's prefix-shaped mask, defined here: query q sees keys up to q + ahead (a salt::prefix_mask through
+/// last_key), whatever Lq and Lk.
+struct lookahead {
+  idx ahead = 0;
+  idx last_key(idx q, const salt::problem_shape&) const noexcept { return q + ahead; }
+  bool allows(idx q, idx k, const salt::problem_shape& s) const noexcept { return k <= last_key(q, s); }
+  static constexpr bool is_always_full() { return false; }
+};
+
+/// A user's key-only mask, defined here: the first `keys` keys of every batch item (a salt::key_length_mask
+/// through valid_keys).
+struct first_keys {
+  idx keys = 0;
+  bool allows(idx, idx k, const salt::problem_shape&) const noexcept { return k < keys; }
+  static constexpr bool is_always_full() { return false; }
+  idx valid_keys(const salt::problem_shape&) const noexcept { return keys; }
+};
 
 struct case_mask {
   bool causal;
@@ -115,6 +120,33 @@ TEMPLATE_TEST_CASE("linear attention matches the formula of its map", "[linear][
     if (!in_sweep(s.lq, s.lk)) continue;
     check_all_maps<TestType>(s.lq, s.lk, s.d, s.dv, static_cast<std::uint64_t>(s.lq * 1000 + s.lk));
   }
+}
+
+TEMPLATE_TEST_CASE("a user's prefix-shaped or key-only mask reaches linear attention", "[linear][reference]", float,
+                   double) {
+  using T = TestType;
+  using salt::operator&;  // a mask outside namespace salt finds the composition operators by name, not by ADL
+  STATIC_REQUIRE(salt::prefix_mask<lookahead>);
+  STATIC_REQUIRE(salt::key_length_mask<first_keys>);
+  STATIC_REQUIRE(salt::linear_attention_mask<decltype(lookahead{} & first_keys{})>);
+  STATIC_REQUIRE(!salt::linear_attention_mask<salt::sliding_window>);
+  STATIC_REQUIRE(!salt::linear_attention_mask<decltype(salt::causal{} & salt::sliding_window{})>);
+  const idx lq = 150, lk = 130, d = 8, dv = 5, n = 97;
+  random_source rng(404);
+  const mat<T> q = rng.matrix<T>(lq, d), k = rng.matrix<T>(lk, d), v = rng.matrix<T>(lk, dv);
+  const auto w = salt::random_features<T>::orthogonal(24, d, 6);
+  const mat<T> none;
+  auto each_mask = [&](const std::string& name, const auto& map, const mat<T>& wm) {
+    check_map<T>(name + " lookahead{3}", map, wm, q, k, v, lookahead{3}, {true, 3, lk});
+    check_map<T>(name + " lookahead{-70}", map, wm, q, k, v, lookahead{-70}, {true, -70, lk});
+    check_map<T>(name + " first_keys", map, wm, q, k, v, first_keys{n}, {false, 0, n});
+    check_map<T>(name + " lookahead & first_keys", map, wm, q, k, v, lookahead{3} & first_keys{n}, {true, 3, n});
+  };
+  each_mask("favor_plus", salt::favor_plus<T>(w), w.matrix());
+  each_mask("elu+1", salt::elu_plus_one{}, none);
+  // Its valid keys are checked like key_padding's lengths.
+  CHECK(error_of([&] { (void)salt::linear_attention(q, k, v, salt::elu_plus_one{}, first_keys{lk + 1}); }) ==
+        "salt::linear_attention: the mask's valid_keys of batch item 0 is 131, outside [0, 130]");
 }
 
 TEMPLATE_TEST_CASE("multi-head linear attention: GQA, padding, layouts, threads", "[linear][heads]", float, double) {

@@ -36,31 +36,7 @@ using mat = salt::row_matrix<U>;
 using causal_br = salt::causal<salt::causal_alignment::bottom_right>;
 using causal_tl = salt::causal<salt::causal_alignment::top_left>;
 
-/// The formula (as in tests/test_linear_attention.cpp): row i = sum_{j < n_i} (pq_i . pk_j) v_j / sum_{j < n_i}
-/// pq_i . pk_j, n_i = len, or clamp(i + shift + 1, 0, len) when causal; a row that sees no key, or whose
-/// denominator is 0, is zero.
-/// `den`, when given, receives each row's denominator (0 for a row that sees no key), and `cond` the condition
-/// of its ratio, sum_j sum_l |pq_il pk_jl| / |den| (1 for positive features; large where trig features cancel,
-/// across keys or across the features of one product).
-template <class U, class T>
-mat<U> linear_formula(const mat<U>& pq, const mat<U>& pk, const mat<T>& v, bool causal, idx shift, idx len,
-                      std::vector<U>* den_out = nullptr, std::vector<U>* cond = nullptr) {
-  const mat<U> vu = v.template cast<U>();
-  mat<U> out = mat<U>::Zero(pq.rows(), v.cols());
-  if (den_out) den_out->assign(static_cast<std::size_t>(pq.rows()), U(0));
-  if (cond) cond->assign(static_cast<std::size_t>(pq.rows()), U(1));
-  for (idx i = 0; i < pq.rows(); ++i) {
-    const idx n = causal ? std::clamp<idx>(i + shift + 1, 0, len) : len;
-    if (n == 0) continue;
-    const Eigen::Matrix<U, 1, Eigen::Dynamic> a = pq.row(i) * pk.topRows(n).transpose();
-    const U den = a.sum();
-    if (den_out) (*den_out)[static_cast<std::size_t>(i)] = den;
-    if (cond && den != 0)
-      (*cond)[static_cast<std::size_t>(i)] = (pq.row(i).cwiseAbs() * pk.topRows(n).cwiseAbs().transpose()).sum() / std::abs(den);
-    if (den != 0) out.row(i) = a * vu.topRows(n) / den;
-  }
-  return out;
-}
+using salt::test::linear_formula;  // the oracle, shared with the tests (tests/linear_reference.hpp)
 
 /// Keys row i sees: [0, visible_keys(i)).
 struct visibility {

@@ -29,6 +29,7 @@
 #include "../tensor.hpp"
 #include "attention.hpp"
 #include "feature_map.hpp"
+#include "state.hpp"
 
 namespace salt {
 
@@ -62,7 +63,7 @@ class recurrent_state {
   void reset() noexcept {
     std::fill_n(s_.data(), m_ * dv_, T(0));
     std::fill_n(z_.data(), m_, T(0));
-    ref_ = -std::numeric_limits<T>::infinity();
+    ref_ = detail::state_reference<T>{};
     tokens_ = 0;
   }
 
@@ -85,8 +86,8 @@ class recurrent_state {
     map_.map(feature_input<T>(k, 1, d_, Eigen::OuterStride<>(d_)), feature_output<T>(phi_.data(), 1, m_, Eigen::OuterStride<>(m_)),
              Map::log_scaled() ? &scale : nullptr);
     if constexpr (Map::log_scaled()) {
-      if (scale > ref_ + detail::linear_rescale_margin<T>) raise_ref(scale);
-      const T w = scale == -std::numeric_limits<T>::infinity() ? T(0) : std::exp(scale - ref_);
+      if (ref_.passed_by(scale)) ref_.raise(scale, s_.data(), m_, dv_, dv_, z_.data());
+      const T w = ref_.weight(scale);
       if (w == T(0)) {
         ++tokens_;
         return;
@@ -133,19 +134,10 @@ class recurrent_state {
                     x.rows(), " x ", x.cols(), " but must be a vector of ", n);
   }
 
-  void raise_ref(T r) noexcept {
-    if (ref_ != -std::numeric_limits<T>::infinity()) {
-      const T f = std::exp(ref_ - r);
-      for (index i = 0; i < m_ * dv_; ++i) s_[i] *= f;
-      for (index i = 0; i < m_; ++i) z_[i] *= f;
-    }
-    ref_ = r;
-  }
-
   Map map_;
   index d_ = 0, dv_ = 0, m_ = 0, tokens_ = 0;
   detail::aligned_buffer<T> s_, z_, phi_;  // S (m, dv), z (m), phi of the current token (m)
-  T ref_ = -std::numeric_limits<T>::infinity();
+  detail::state_reference<T> ref_;  // log-offset of S and z (linear/state.hpp)
   T scratch_scale_ = 0;
 };
 
