@@ -92,6 +92,17 @@ struct key_padding_case : case_base {
   key_padding mask() const { return {lengths}; }
 };
 
+/// Batch item b's queries past lq - lq / 4 (item 0) or lq / 2 (item 1, every query when lq is 1) see no key.
+struct query_padding_case : case_base {
+  static constexpr bool varies = true;
+  static std::string name() { return "query_padding"; }
+  std::vector<index> lengths;
+  explicit query_padding_case(const mask_shape& s) {
+    for (index b = 0; b < s.batch; ++b) lengths.push_back(b % 2 == 0 ? s.lq - s.lq / 4 : s.lq / 2);
+  }
+  query_padding mask() const { return {lengths}; }
+};
+
 /// Keys flagged off in an irregular pattern that differs per batch item; the tail past key 100 is all on.
 struct key_mask_case : case_base {
   static constexpr bool varies = true;
@@ -246,6 +257,7 @@ using every_mask_case = std::tuple<
     cases::causal_case<causal_alignment::bottom_right, 20>,
     cases::key_padding_case,
     cases::key_mask_case,
+    cases::query_padding_case,
     cases::sliding_window_case<9, 0, 1>,    // one-sided: causal local attention
     cases::window,                          // two-sided
     cases::sliding_window_case<0, 30, 1>,   // looks ahead only
@@ -263,6 +275,7 @@ using every_mask_case = std::tuple<
     cases::fixed_case<5, 0>,
     cases::either_case<cases::window, cases::global_tokens_case>,
     cases::both_case<cases::causal_bottom_right, cases::key_padding_case>,
+    cases::both_case<cases::key_padding_case, cases::query_padding_case>,
     cases::both_case<cases::strided_case<7>, cases::causal_bottom_right>,
     cases::both_case<cases::fixed_case<16, 4>, cases::causal_bottom_right>,
     cases::both_case<cases::segments_case, cases::causal_bottom_right>,
