@@ -16,6 +16,7 @@
 #include "detail/checks.hpp"
 #include "detail/engine.hpp"
 #include "detail/one_head.hpp"
+#include "detail/sparse_transformer_passes.hpp"
 #include "error.hpp"
 #include "mask.hpp"
 #include "run_options.hpp"
@@ -48,7 +49,11 @@ void attention(const input_view<T>& q, const input_view<T>& k, const input_view<
   constexpr const char* api = "salt::attention";
   detail::check_qkv(q, k, v, out, opts, api, "attention");
   detail::check_policies(detail::dims_of(q, k, v), api, mask, score);
-  detail::run_engine(detail::engine_problem<T, Mask, Score>{q, k, v, out, lse, mask, score, opts.threads});
+  const detail::engine_problem<T, Mask, Score> problem{q, k, v, out, lse, mask, score, opts.threads};
+  if constexpr (detail::runs_as_passes<Mask, Score>) {
+    if (detail::run_sparse_transformer_passes(problem)) return;
+  }
+  detail::run_engine(problem);
 }
 
 /// Multi-head attention without the log-sum-exp.
