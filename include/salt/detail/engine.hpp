@@ -105,29 +105,13 @@ void prefetch_rows(const head_view<T>& x, index r0, index r1) noexcept {
 /// a sparse tile, which visits few key blocks, close to a tenth of its time.
 template <class T>
 void pack_queries(const head_view<const T>& Q, index q0, index nq, int qp, T scale, T* qt) noexcept {
-  using P = packet<T>;
   constexpr int N = lanes<T>;
   constexpr index S = tile_shape<T>::query_tile;
   const index d = Q.cols;
-  const P sc = ei::pset1<P>(scale);
   index i0 = 0;
   for (; i0 + N <= nq; i0 += N) {
     index c0 = 0;
-    for (; c0 + N <= d; c0 += N) {
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wignored-attributes"  // Eigen's own block of vector types, as Eigen does
-#endif
-      ei::PacketBlock<P, N> block;
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
-      SALT_UNROLL
-      for (int u = 0; u < N; ++u) block.packet[u] = ei::pmul(ei::ploadu<P>(Q.row(q0 + i0 + u) + c0), sc);
-      ei::ptranspose(block);
-      SALT_UNROLL
-      for (int u = 0; u < N; ++u) ei::pstoreu(qt + (c0 + u) * S + i0, block.packet[u]);
-    }
+    for (; c0 + N <= d; c0 += N) scaled_transpose_square<T>(Q.row(q0 + i0) + c0, Q.row_stride, scale, qt + c0 * S + i0, S);
     for (; c0 < d; ++c0)
       for (int u = 0; u < N; ++u) qt[c0 * S + i0 + u] = Q.row(q0 + i0 + u)[c0] * scale;
   }
