@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <string>
@@ -131,8 +132,44 @@ void BM_longformer(benchmark::State& s) { run_sparse(s, salt::bench::longformer)
 void BM_bigbird(benchmark::State& s) { run_sparse(s, salt::bench::bigbird_mask); }
 void BM_block_layout(benchmark::State& s) { run_sparse(s, salt::bench::layout_mask); }
 void BM_segments(benchmark::State& s) { run_sparse(s, salt::bench::segments_mask); }
-void BM_strided_causal(benchmark::State& s) { run_sparse(s, salt::bench::strided_causal); }
-void BM_fixed_causal(benchmark::State& s) { run_sparse(s, salt::bench::fixed_causal); }
+
+/// (query, key) pairs the causal Sparse Transformer patterns allow on (L, L): strided{s} & causal sees
+/// min(p + 1, s) band keys and floor(p / s) lattice keys; fixed{l, c} & causal its own block's keys up to p and
+/// c summaries of each earlier block.
+double sparse_transformer_pairs(index pattern, index L, index period, index summary) {
+  double pairs = 0;
+  for (index p = 0; p < L; ++p)
+    pairs += pattern == 0 ? static_cast<double>(std::min(p + 1, period) + p / period)
+                          : static_cast<double>(p % period + 1 + summary * (p / period));
+  return pairs;
+}
+
+/// A causal Sparse Transformer pattern, strided{period} & causal (pattern 0) or fixed{period, 8} & causal
+/// (pattern 1), one thread. It runs as two passes merged by LSE, so its counters count the allowed pairs, not
+/// a block plan: GFLOP/s at 4 d per pair, ns per allowed pair and that over dense's.
+void run_sparse_transformer(benchmark::State& state, index pattern, index period) {
+  const index L = state.range(0), summary = 8;
+  salt::bench::attention_inputs in(1, 1, 1, L, L, 64);
+  const double pairs = sparse_transformer_pairs(pattern, L, period, summary);
+  auto call = [&](const auto& mask) {
+    time_calls(
+        state, in,
+        [&](salt::bench::attention_inputs& x) {
+          salt::attention(x.qv(), x.kv(), x.vv(), x.ov(), mask, salt::dot_product{}, {.threads = 1});
+        },
+        4.0 * pairs * static_cast<double>(in.d), pairs, 1);
+  };
+  if (pattern == 0) call(salt::strided{.stride = period} & salt::causal{});
+  else call(salt::fixed{.block = period, .summary = summary} & salt::causal{});
+  state.counters["pair_cost_vs_dense"] = state.counters["ns/pair"] / dense_ns_per_pair(L);
+}
+
+index sqrt_of(index L) { return static_cast<index>(std::lround(std::sqrt(static_cast<double>(L)))); }
+void BM_strided_causal(benchmark::State& s) { run_sparse_transformer(s, 0, 128); }
+void BM_fixed_causal(benchmark::State& s) { run_sparse_transformer(s, 1, 128); }
+/// The bar of the patterns' O(L sqrt L) cost: period sqrt(L), fitted against L^1.5.
+void BM_strided_sqrt(benchmark::State& s) { run_sparse_transformer(s, 0, sqrt_of(s.range(0))); }
+void BM_fixed_sqrt(benchmark::State& s) { run_sparse_transformer(s, 1, sqrt_of(s.range(0))); }
 
 /// Linformer, k = 256 projected keys (shared by keys and values): O(L k d), so linear in L at fixed k.
 void BM_linformer(benchmark::State& state) {
@@ -282,6 +319,14 @@ BENCHMARK(BM_block_layout)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144
 BENCHMARK(BM_segments)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1, benchmark::oN); });
 BENCHMARK(BM_strided_causal)->Apply([](auto* b) { sequence_lengths(b, 1024, 32768, 1); });
 BENCHMARK(BM_fixed_causal)->Apply([](auto* b) { sequence_lengths(b, 1024, 32768, 1); });
+BENCHMARK(BM_strided_sqrt)->Apply([](auto* b) {
+  sequence_lengths(b, 16384, 262144, 1);
+  b->Complexity([](benchmark::IterationCount n) { return std::pow(static_cast<double>(n), 1.5); });
+});
+BENCHMARK(BM_fixed_sqrt)->Apply([](auto* b) {
+  sequence_lengths(b, 16384, 262144, 1);
+  b->Complexity([](benchmark::IterationCount n) { return std::pow(static_cast<double>(n), 1.5); });
+});
 BENCHMARK(BM_linformer)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1, benchmark::oN); });
 BENCHMARK(BM_synthesizer_random)->Apply([](auto* b) { sequence_lengths(b, 512, 8192, 1, benchmark::oNSquared); });
 BENCHMARK(BM_synthesizer_factorized)->Apply([](auto* b) { sequence_lengths(b, 512, 16384, 1, benchmark::oNSquared); });
