@@ -14,7 +14,8 @@
 ///
 /// Positions: query i of a call is row query_offset + i of a table, key j is column j. The parameters
 /// hold max_len positions; a call with more keys (or, for the tables, more query rows) than that is an
-/// error. The policies are views: the weights are not copied and must outlive the call.
+/// error. The policies are views: the weights are not copied and must outlive the call (shared() refuses a
+/// temporary matrix at compile time).
 
 #include <Eigen/Core>
 
@@ -22,6 +23,7 @@
 #include <string>
 #include <type_traits>
 
+#include "../detail/gemm.hpp"
 #include "../error.hpp"
 #include "../tensor.hpp"
 #include "concept.hpp"
@@ -35,18 +37,15 @@ namespace detail {
 inline constexpr index synthesizer_query_chunk = 64;
 inline constexpr index synthesizer_inner_chunk = 32;
 
-/// c (m x n, row stride ldc) += a (m x kk, row stride lda) * b (kk x n, row stride ldb). In the kernel's own
-/// precision this is Eigen's coefficient-based product (vectorised along n, no temporaries, never threaded);
-/// in another precision (the references) plain loops, which convert each operand and never allocate.
+/// c (m x n, row stride ldc) += a (m x kk, row stride lda) * b (kk x n, row stride ldb): the product summed
+/// from zero, then added to the logits already in c. In the kernel's own precision this is detail::gemm
+/// (gemm_update::add; no temporaries, never threaded); in another precision (the references, which run the
+/// policy in fp64 on float weights) plain loops, which convert each operand and never allocate.
 template <class U, class TA, class TB>
 void synthesizer_gemm_acc(U* c, index ldc, const TA* a, index lda, const TB* b, index ldb, index m, index n,
                           index kk) noexcept {
   if constexpr (std::is_same_v<U, TA> && std::is_same_v<U, TB>) {
-    using mat = Eigen::Matrix<U, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    using stride = Eigen::OuterStride<>;
-    Eigen::Map<mat, 0, stride> cm(c, m, n, stride(ldc));
-    const Eigen::Map<const mat, 0, stride> am(a, m, kk, stride(lda)), bm(b, kk, n, stride(ldb));
-    cm.noalias() += am.lazyProduct(bm);
+    gemm<U, false, false>(m, n, kk, a, lda, b, ldb, c, ldc, gemm_update::add);
   } else {
     for (index i = 0; i < m; ++i)
       for (index j = 0; j < n; ++j) {
@@ -56,6 +55,13 @@ void synthesizer_gemm_acc(U* c, index ldc, const TA* a, index lda, const TB* b, 
       }
   }
 }
+
+/// Whether an argument of shared() is a temporary that owns its storage (an Eigen matrix or array
+/// rvalue): the policy would view it after it is gone. Temporary views (a Map, a row block) are fine.
+template <class D>
+inline constexpr bool dangling_table =
+    !std::is_lvalue_reference_v<D> &&
+    std::is_base_of_v<Eigen::PlainObjectBase<std::remove_cvref_t<D>>, std::remove_cvref_t<D>>;
 
 /// The checks every Synthesizer source shares: its head count, and that it holds a position for every key
 /// (and, for the tables, every query row). `what` describes its size for the message, e.g.
@@ -91,10 +97,15 @@ struct synthesizer_random {
   index head_stride = 0;   ///< elements between heads' tables
   index query_offset = 0;  ///< table row of query 0; Lk - Lq lines the rows up with causal's default when decoding
 
-  /// One (max_len, max_len) table shared by every head, from a row-major matrix (not copied).
+  /// One (max_len, max_len) table shared by every head, from a row-major matrix (not copied: it must
+  /// outlive the policy, so a temporary matrix does not compile).
   template <class Derived>
-  static synthesizer_random shared(const Derived& table) {
-    static_assert(static_cast<int>(Derived::IsRowMajor), "salt::synthesizer_random::shared needs a row-major table.");
+  static synthesizer_random shared(Derived&& table) {
+    static_assert(!detail::dangling_table<Derived>,
+                  "salt::synthesizer_random::shared views its table, which must outlive the call: keep it in a "
+                  "variable, not a temporary.");
+    static_assert(static_cast<int>(std::remove_cvref_t<Derived>::IsRowMajor),
+                  "salt::synthesizer_random::shared needs a row-major table.");
     detail::require(table.rows() == table.cols(), "salt::synthesizer_random::shared: the table is ", table.rows(),
                     " x ", table.cols(), " but must be square (max_len x max_len)");
     return {table.data(), 1, table.rows(), table.outerStride(), 0, 0};
@@ -143,10 +154,15 @@ struct synthesizer_factorized {
   index rank = 0;
   index query_offset = 0;  ///< row of R1 for query 0 (see synthesizer_random)
 
-  /// One (R1, R2) pair shared by every head, from row-major (max_len, rank) matrices (not copied).
+  /// One (R1, R2) pair shared by every head, from row-major (max_len, rank) matrices (not copied: they must
+  /// outlive the policy, so temporary matrices do not compile).
   template <class D1, class D2>
-  static synthesizer_factorized shared(const D1& r1, const D2& r2) {
-    static_assert(static_cast<int>(D1::IsRowMajor) && static_cast<int>(D2::IsRowMajor),
+  static synthesizer_factorized shared(D1&& r1, D2&& r2) {
+    static_assert(!detail::dangling_table<D1> && !detail::dangling_table<D2>,
+                  "salt::synthesizer_factorized::shared views R1 and R2, which must outlive the call: keep them in "
+                  "variables, not temporaries.");
+    static_assert(static_cast<int>(std::remove_cvref_t<D1>::IsRowMajor) &&
+                      static_cast<int>(std::remove_cvref_t<D2>::IsRowMajor),
                   "salt::synthesizer_factorized::shared needs row-major R1 and R2.");
     constexpr const char* api = "salt::synthesizer_factorized::shared";
     detail::require(r1.rows() == r2.rows() && r1.cols() == r2.cols(), api, ": R1 is ", r1.rows(), " x ", r1.cols(),
@@ -221,12 +237,18 @@ struct synthesizer_dense {
   index d_model = 0, hidden = 0, max_len = 0;
 
   /// One head (or one MLP shared by every head and a (Lq, d_model) input shared by every head and a batch
-  /// of 1), from row-major matrices and vectors (not copied).
+  /// of 1), from row-major matrices and vectors (not copied: they must outlive the policy, so temporary
+  /// matrices do not compile).
   template <class DX, class DW1, class DB1, class DW2, class DB2>
-  static synthesizer_dense shared(const DX& x, const DW1& w1, const DB1& b1, const DW2& w2, const DB2& b2) {
-    static_assert(
-        static_cast<int>(DX::IsRowMajor) && static_cast<int>(DW1::IsRowMajor) && static_cast<int>(DW2::IsRowMajor),
-        "salt::synthesizer_dense::shared needs row-major x, W1 and W2.");
+  static synthesizer_dense shared(DX&& x, DW1&& w1, DB1&& b1, DW2&& w2, DB2&& b2) {
+    static_assert(!detail::dangling_table<DX> && !detail::dangling_table<DW1> && !detail::dangling_table<DB1> &&
+                      !detail::dangling_table<DW2> && !detail::dangling_table<DB2>,
+                  "salt::synthesizer_dense::shared views x and its weights, which must outlive the call: keep them "
+                  "in variables, not temporaries.");
+    static_assert(static_cast<int>(std::remove_cvref_t<DX>::IsRowMajor) &&
+                      static_cast<int>(std::remove_cvref_t<DW1>::IsRowMajor) &&
+                      static_cast<int>(std::remove_cvref_t<DW2>::IsRowMajor),
+                  "salt::synthesizer_dense::shared needs row-major x, W1 and W2.");
     constexpr const char* api = "salt::synthesizer_dense::shared";
     detail::require(w1.outerStride() == w1.cols() && w2.outerStride() == w2.cols(), api,
                     ": W1 and W2 must be contiguous");
@@ -260,12 +282,8 @@ struct synthesizer_dense {
         const index nc = std::min(HC, hidden - c0);
         // ht = W1[c0 : c0 + nc] x^T: each entry a dot product of two contiguous rows.
         if constexpr (std::is_same_v<T, U>) {
-          using mat = Eigen::Matrix<U, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-          using stride = Eigen::OuterStride<>;
-          Eigen::Map<mat, 0, stride> hm(ht, nc, nq, stride(QC));
-          const Eigen::Map<const mat, 0, stride> wm(W1 + c0 * d_model, nc, d_model, stride(d_model)),
-              xm(xq, nq, d_model, stride(X.row_stride));
-          hm.noalias() = wm.lazyProduct(xm.transpose());
+          detail::gemm<U, false, true>(nc, nq, d_model, W1 + c0 * d_model, d_model, xq, X.row_stride, ht, QC,
+                                       detail::gemm_update::overwrite);
         } else {
           for (index c = 0; c < nc; ++c)
             for (index i = 0; i < nq; ++i) {
