@@ -106,11 +106,26 @@ class linformer_projections {
   index max_len() const noexcept { return max_len_; }  ///< longest sequence the projections take
   linformer_sharing sharing() const noexcept { return mode_; }
   index heads() const noexcept { return pairs_; }  ///< distinct E matrices: 1 unless per_head
-  /// E of K/V head h, (k, max_len); every head gets the same one unless per_head.
-  matrix_map e(index h) const noexcept { return {e_.data() + slot(h) * k_ * max_len_, k_, max_len_}; }
-  /// F of K/V head h, (k, max_len); E itself under shared_kv.
-  matrix_map f(index h) const noexcept {
+  /// E of K/V head h, (k, max_len), a view into this object; every head gets the same one unless per_head.
+  matrix_map e(index h) const& noexcept { return {e_.data() + slot(h) * k_ * max_len_, k_, max_len_}; }
+  /// F of K/V head h, (k, max_len), a view into this object; E itself under shared_kv.
+  matrix_map f(index h) const& noexcept {
     return {(mode_ == linformer_sharing::shared_kv ? e_ : f_).data() + slot(h) * k_ * max_len_, k_, max_len_};
+  }
+  /// A view of a temporary's E or F would dangle at the end of the statement: it does not compile.
+  template <class Self = linformer_projections>
+  matrix_map e(index) const&& {
+    static_assert(sizeof(Self) == 0,
+                  "salt::linformer_projections::e and ::f view the projections, which must outlive the view: keep "
+                  "them in a variable, not a temporary.");
+    return {nullptr, 0, 0};
+  }
+  template <class Self = linformer_projections>
+  matrix_map f(index) const&& {
+    static_assert(sizeof(Self) == 0,
+                  "salt::linformer_projections::e and ::f view the projections, which must outlive the view: keep "
+                  "them in a variable, not a temporary.");
+    return {nullptr, 0, 0};
   }
 
  private:
