@@ -1,7 +1,8 @@
 // LSH attention (Reformer) benchmarks: time against sequence length with a complexity fit, GFLOP/s from the
 // pairs its softmaxes hold (4 d FLOPs each), the fraction of the in-run FMA peak, time per visited pair against
 // the sliding-window kernel's at the same length (measured alternately in the same run), and the error against
-// exact attention as the number of hash rounds grows, on inputs whose keys cluster.
+// exact attention as the number of hash rounds grows, on inputs whose keys cluster, and how one long head scales
+// with threads.
 //
 //   build/benchmarks/salt_lsh_bench --benchmark_filter=lsh
 #include <benchmark/benchmark.h>
@@ -13,6 +14,10 @@
 #include <cmath>
 #include <string>
 #include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #include "common/alloc_counter.hpp"
 #include "common/benchmark_main.hpp"
@@ -95,6 +100,52 @@ void BM_lsh_pair_cost_vs_window(benchmark::State& state) {
   state.counters["pair_cost_vs_window"] = la / wb;
 }
 
+/// The median of `runs` timings of call(), in seconds.
+double median_seconds(const auto& call, int runs) {
+  std::vector<double> t;
+  for (int i = 0; i < runs; ++i) t.push_back(seconds_of(call));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+/// args (L, causal): how one head's call scales with threads: LSH (2 rounds) on (1, 1, L, 64) at 1 thread and
+/// at every thread OpenMP offers, timed alternately (medians of 3 per iteration, the best iteration of each).
+/// One head is the hard case: its hashing, gathering and merging must split into blocks of positions to use
+/// more than one thread. Counters: ms at 1 and at N threads, threads, speedup = t(1) / t(N), efficiency.
+void BM_lsh_one_head_threads(benchmark::State& state) {
+  const index L = state.range(0);
+  const bool causal = state.range(1) != 0;
+#if defined(_OPENMP)
+  const int many = omp_get_max_threads();
+#else
+  const int many = 1;
+#endif
+  salt::bench::attention_inputs in(1, 1, 1, L, L, 64);
+  const auto opt = reformer_options(L, 2, causal);
+  const auto rot = salt::lsh_rotations<float>::gaussian(1, 64, opt, 7);
+  auto with = [&](int threads) {
+    return [&, threads] {
+      salt::lsh_attention<float>(in.qv(), in.vv(), in.ov(), rot, opt, salt::no_mask{},
+                                 salt::run_options{.threads = threads});
+    };
+  };
+  const auto one = with(1), all = with(many);
+  one();  // warm up: the workspace of this thread grows once
+  all();
+  double best_one = 1e300, best_all = 1e300;
+  for (auto _ : state) {
+    best_one = std::min(best_one, median_seconds(one, 3));
+    best_all = std::min(best_all, median_seconds(all, 3));
+    benchmark::DoNotOptimize(in.out.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["ms_1_thread"] = best_one * 1e3;
+  state.counters["ms_N_threads"] = best_all * 1e3;
+  state.counters["threads"] = many;
+  state.counters["speedup"] = best_one / best_all;
+  state.counters["efficiency"] = best_one / best_all / many;
+}
+
 /// args (L, rounds): error of LSH attention against exact attention over the same scores (shared QK, keys
 /// normalised as LSH normalises them, the self pair left out), on clustered inputs: 64 centres, noise 0.5, d 64.
 /// Counters: rel_err = ||out - exact||_F / ||exact||_F, max_err = max |out - exact|.
@@ -123,6 +174,7 @@ void lengths(benchmark::internal::Benchmark* b, index rounds, int causal) {
 BENCHMARK(BM_lsh)->Name("BM_lsh/rounds=2")->Apply([](auto* b) { lengths(b, 2, 0); });
 BENCHMARK(BM_lsh)->Name("BM_lsh_causal/rounds=2")->Apply([](auto* b) { lengths(b, 2, 1); });
 BENCHMARK(BM_lsh_pair_cost_vs_window)->Args({65536, 0})->Args({65536, 1})->Iterations(7)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_lsh_one_head_threads)->Args({16384, 0})->Args({16384, 1})->Iterations(3)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_lsh_rounds_error)
     ->ArgsProduct({{4096}, {1, 2, 4, 8}})
     ->Iterations(1)

@@ -45,7 +45,8 @@ struct attention_result;
 /// N partial results of the same `rows` rows, read in place. Part r's result for row i lives in row
 /// at(r, i) of part r: its output is the `features` contiguous values at out[r] + at(r, i) * out_stride, its
 /// LSE is lse[r][at(r, i) * lse_stride], where at(r, i) = row_map[r * rows + i] when a row map is given (the
-/// parts' rows in any order, e.g. LSH's hash-sorted rounds, all in one buffer), else i. The view owns nothing.
+/// parts' rows in any order, e.g. LSH's hash-sorted rounds, all in one buffer), else i. The view owns nothing:
+/// the pointer lists, the row map and the data they reach must outlive it.
 template <class T>
 struct lse_parts_view {
   std::span<const T* const> out;  ///< (parts): where each part's row 0 output starts
@@ -59,7 +60,9 @@ struct lse_parts_view {
   index parts() const noexcept { return static_cast<index>(out.size()); }
   /// The row of part r that holds merged row i.
   index row_of(index r, index i) const noexcept { return row_map ? row_map[r * rows + i] : i; }
+  /// Part r's output for merged row i (features values).
   const T* out_of(index r, index i) const noexcept { return out[static_cast<std::size_t>(r)] + row_of(r, i) * out_stride; }
+  /// Part r's LSE for merged row i.
   T lse_of(index r, index i) const noexcept { return lse[static_cast<std::size_t>(r)][row_of(r, i) * lse_stride]; }
 };
 

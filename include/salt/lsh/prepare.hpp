@@ -36,6 +36,7 @@ struct lsh_keys {
   /// Whether some sorted row is not a key (then no band block is full without per-element tests).
   bool any_missing(const lsh_shape& s) const noexcept {
     if (s.Lp != s.L) return true;
+    if constexpr (std::is_same_v<Padding, no_mask>) return false;
     for (index b = 0; b < s.batch; ++b)
       for (index p = 0; p < s.L; ++p)
         if (!(*this)(b, p)) return true;
@@ -99,8 +100,9 @@ void lsh_sort_item(const lsh_shape& s, const Keys& keys, std::int32_t padding, i
   }
 }
 
-/// Step 2: each (head, round) sorted by (bucket, position); a counting sort is O(L + buckets), cheap
-/// beside the hashing, so a round is one work item.
+/// Step 2: each (head, round) sorted by (bucket, position), one work item each: a counting sort is three
+/// passes of O(L + buckets) integer work, against O(L d w) for hashing a round and O(L c d) for attending to
+/// it, so splitting it further would buy less than the extra passes cost.
 template <class T, class Keys>
 void lsh_sort(const lsh_shape& s, const Keys& keys, const lsh_options& opt, lsh_workspace<T>& ws, int threads) {
   const auto padding = static_cast<std::int32_t>(opt.buckets());
@@ -121,28 +123,29 @@ template <class T>
 void lsh_gather_rows(const tensor_view<const T>& qk, const tensor_view<const T>& v, const lsh_shape& s, index bh,
                      index s0, index s1, lsh_workspace<T>& ws) noexcept {
   constexpr index ahead = 8;  // rows prefetched ahead: they are read in sorted, hence random, order
-  const head_view<const T> x = qk.head(bh / s.heads, bh % s.heads), val = v.head(bh / s.heads, bh % s.heads);
-  const std::int32_t* const pos = ws.pos.data() + bh * s.rows;
-  const T* const inv_rms = ws.inv_rms.data() + bh * s.L;
-  T* const q = ws.q.data() + bh * s.rows * s.d;
-  T* const scale = ws.key_scale.data() + bh * s.rows;
-  T* const vs = ws.v.data() + bh * s.rows * s.dv;
+  const head_view<const T> x = qk.head(bh / s.heads, bh % s.heads);     // (L, d)
+  const head_view<const T> values = v.head(bh / s.heads, bh % s.heads);  // (L, dv)
+  const std::int32_t* const pos = ws.pos.data() + bh * s.rows;           // (rows)
+  const T* const inv_rms = ws.inv_rms.data() + bh * s.L;                 // (L)
+  T* const sorted_qk = ws.q.data() + bh * s.rows * s.d;                  // (rows, d)
+  T* const key_scale = ws.key_scale.data() + bh * s.rows;                // (rows)
+  T* const sorted_v = ws.v.data() + bh * s.rows * s.dv;                  // (rows, dv)
   for (index r = s0; r < s1; ++r) {
     if (r + ahead < s.rows && pos[r + ahead] < s.L) {
       const index later = pos[r + ahead];
       prefetch_rows<false, const T, 3>(x, later, later + 1);  // wanted a few rows later: first level
-      prefetch_rows<false, const T, 3>(val, later, later + 1);
+      prefetch_rows<false, const T, 3>(values, later, later + 1);
     }
     const index p = pos[r];
     if (p >= s.L) {
-      std::fill_n(q + r * s.d, s.d, T(0));
-      scale[r] = T(0);
-      std::fill_n(vs + r * s.dv, s.dv, T(0));
+      std::fill_n(sorted_qk + r * s.d, s.d, T(0));
+      key_scale[r] = T(0);
+      std::fill_n(sorted_v + r * s.dv, s.dv, T(0));
       continue;
     }
-    scale[r] = inv_rms[p];
-    copy_row(x.row(p), s.d, q + r * s.d);
-    copy_row(val.row(p), s.dv, vs + r * s.dv);
+    key_scale[r] = inv_rms[p];
+    copy_row(x.row(p), s.d, sorted_qk + r * s.d);
+    copy_row(values.row(p), s.dv, sorted_v + r * s.dv);
   }
 }
 
