@@ -260,7 +260,7 @@ void BM_one_head_scaling(benchmark::State& state) {
 }
 
 /// A sparse call with a prebuilt salt::block_mask against the same call planning inside: args (pattern, L)
-/// with pattern 0 BigBird, 1 Longformer (window | 16 global tokens), 2 strided & causal; one thread, the
+/// with pattern 0 BigBird, 1 Longformer (window | 16 global tokens), 2 a block layout; one thread, the
 /// two timed alternately. Reports plan_saving = t(planned in call) / t(prebuilt) and the time to build it.
 void BM_block_mask(benchmark::State& state) {
   const index pattern = state.range(0), L = state.range(1);
@@ -283,7 +283,7 @@ void BM_block_mask(benchmark::State& state) {
   };
   if (pattern == 0) measure(salt::bench::bigbird_mask(L));
   if (pattern == 1) measure(salt::bench::longformer(L));
-  if (pattern == 2) measure(salt::bench::strided_causal(L));
+  if (pattern == 2) measure(salt::bench::layout_mask(L));
   state.counters["plan_saving"] = in_call / prebuilt;
   state.counters["ms_in_call"] = in_call / static_cast<double>(state.iterations()) * 1e3;
   state.counters["ms_prebuilt"] = prebuilt / static_cast<double>(state.iterations()) * 1e3;

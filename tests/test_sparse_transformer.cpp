@@ -5,7 +5,9 @@
 // GQA, for any thread count (same bits), with NaN values reaching only the rows that see them; shapes the
 // passes do not take (Lq != Lk, a shifted diagonal, one period) go through the engine's single pass.
 #include <salt/attention.hpp>
+#include <salt/plan.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -112,4 +114,24 @@ TEST_CASE("a NaN value reaches only the rows whose pattern holds its key", "[spa
   };
   check(salt::strided{.stride = 20} & salt::causal{}, "strided");
   check(salt::fixed{.block = 32, .summary = 5} & salt::causal{}, "fixed");
+}
+
+TEST_CASE("plan_work counts the passes: close to the allowed pairs, far below the single pass", "[sparse_transformer]") {
+  const idx L = 4096, s = 64, c = 8;
+  const salt::problem_dims dims{1, 2, 2, L, L, 64, 64};
+  double strided_pairs = 0, fixed_pairs = 0;
+  for (idx p = 0; p < L; ++p) {
+    strided_pairs += static_cast<double>(std::min(p + 1, s) + p / s);
+    fixed_pairs += static_cast<double>(p % s + 1 + c * (p / s));
+  }
+  const auto strided = salt::plan_work<float>(salt::strided{.stride = s} & salt::causal{}, dims);
+  const auto fixed = salt::plan_work<float>(salt::causal{} & salt::fixed{.block = s, .summary = c}, dims);
+  CAPTURE(strided.visited_pairs, strided_pairs, fixed.visited_pairs, fixed_pairs);
+  CHECK(static_cast<double>(strided.visited_pairs) >= 2 * strided_pairs);  // two heads
+  CHECK(static_cast<double>(strided.visited_pairs) <= 2 * 3 * strided_pairs);  // 64-key blocks over a band of 64
+  CHECK(static_cast<double>(fixed.visited_pairs) >= 2 * fixed_pairs);
+  CHECK(static_cast<double>(fixed.visited_pairs) <= 2 * 3 * fixed_pairs);
+  // The single pass over the pattern's blocks (a shifted diagonal keeps it) visits whole 64-key blocks.
+  const auto single = salt::plan_work<float>(salt::strided{.stride = s} & salt::causal<salt::causal_alignment::top_left>{}, dims);
+  CHECK(single.visited_pairs > 4 * strided.visited_pairs);
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "detail/micro_kernels.hpp"
+#include "detail/sparse_transformer_passes.hpp"
 #include "mask/concept.hpp"
 
 namespace salt {
@@ -20,9 +21,47 @@ struct attention_work {
   index visited_pairs = 0;
 };
 
-/// The work the engine does for `mask` at these sizes with scalar type T (the tile shape depends on it).
+template <class T, mask_policy Mask>
+attention_work plan_work(const Mask& mask, const problem_dims& dims);
+
+namespace detail {
+
+/// Work of the passes a causal Sparse Transformer pattern runs as (sparse_transformer_passes.hpp), for every
+/// (batch item, query head): the same per head.
+template <class T, class Mask>
+attention_work passes_work(const Mask& mask, const problem_dims& dims) {
+  using form = sparse_transformer_form<Mask>;
+  const index L = dims.lq;
+  attention_work w;
+  auto add = [&w](const attention_work& part) {
+    w.visited_blocks += part.visited_blocks;
+    w.full_blocks += part.full_blocks;
+    w.visited_pairs += part.visited_pairs;
+  };
+  if constexpr (std::is_same_v<typename form::pattern, strided>) {
+    const index s = form::of(mask).stride;
+    add(plan_work<T>(sliding_window{.left = s - 1, .right = 0}, {1, 1, 1, L, L, dims.d, dims.dv}));
+    for (const auto& [r0, r1, tokens] : residue_classes{s, L}.groups())
+      if (r0 < r1 && tokens > 0)
+        add(plan_work<T>(causal<>{.offset = -1}, {1, r1 - r0, r1 - r0, tokens, tokens, dims.d, dims.dv}));
+  } else {
+    const fixed& f = form::of(mask);
+    add(plan_work<T>(fixed{.block = f.block, .summary = 0} & causal<>{}, {1, 1, 1, L, L, dims.d, dims.dv}));
+    add(plan_work<T>(earlier_summaries{f.block, f.summary}, {1, 1, 1, L, summary_rows(f, L), dims.d, dims.dv}));
+  }
+  const index heads = dims.batch * dims.q_heads;
+  return {w.visited_blocks * heads, w.full_blocks * heads, w.visited_pairs * heads};
+}
+
+}  // namespace detail
+
+/// The work the engine does for `mask` at these sizes with scalar type T (the tile shape depends on it),
+/// under the scaled dot product: the causal Sparse Transformer patterns count the passes they run as.
 template <class T, mask_policy Mask>
 attention_work plan_work(const Mask& mask, const problem_dims& dims) {
+  if constexpr (detail::runs_as_passes<Mask, dot_product>) {
+    if (detail::takes_passes(mask, dims.lq, dims.lk)) return detail::passes_work<T>(mask, dims);
+  }
   using shape = detail::tile_shape<T>;
   const index S = shape::query_tile, BK = shape::key_block;
   const index lists = plan_lists_v<Mask>, capacity = (dims.lk + BK - 1) / BK + 1;

@@ -18,6 +18,7 @@
 /// summaries; results do not depend on the number of threads.
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -71,6 +72,37 @@ struct sparse_transformer_form<intersect_mask<causal<causal_alignment::bottom_ri
 template <class Mask, class Score>
 inline constexpr bool runs_as_passes =
     !std::is_void_v<typename sparse_transformer_form<Mask>::pattern> && std::is_same_v<Score, dot_product>;
+
+/// Whether a causal Sparse Transformer pattern runs as passes at these sizes: Lq = Lk, the diagonal not
+/// shifted, more than one period or block in the sequence, and summaries that are neither none nor every key.
+/// Otherwise the engine's single pass over its blocks is the way.
+template <class Mask>
+bool takes_passes(const Mask& mask, index lq, index lk) noexcept {
+  using form = sparse_transformer_form<Mask>;
+  using pattern = typename form::pattern;
+  if (lq != lk || lq == 0 || form::diagonal(mask).offset != 0) return false;
+  const pattern& p = form::of(mask);
+  if constexpr (std::is_same_v<pattern, strided>) return p.stride < lq;  // else no lattice key but the diagonal
+  else return p.block < lq && p.summary > 0 && p.summary < p.block;
+}
+
+/// Rows per residue of strided{s} over L rows: residues [0, L mod s) have L / s + 1, the others L / s; the
+/// lattice part stores residue r's rows from first_row(r) on.
+struct residue_classes {
+  index s = 1, L = 0;
+  index short_rows() const noexcept { return L / s; }
+  index longer() const noexcept { return L % s; }  ///< residues with one row more
+  index first_row(index r) const noexcept {
+    return r <= longer() ? r * (short_rows() + 1) : longer() * (short_rows() + 1) + (r - longer()) * short_rows();
+  }
+  /// The two groups of residues of equal length: {first residue, end, rows each}.
+  std::array<std::array<index, 3>, 2> groups() const noexcept {
+    return {{{0, longer(), short_rows() + 1}, {longer(), s, short_rows()}}};
+  }
+};
+
+/// Rows of gathered summaries fixed{l, c} & causal reads for L rows: c of every block before the last row's.
+inline index summary_rows(const fixed& f, index L) noexcept { return (L - 1) / f.block * f.summary; }
 
 /// Compact summary keys of `fixed & causal`: query p sees compact key j when j < (p / block) * summary,
 /// i.e. the summaries of the blocks before its own (Lq = the sequence, Lk = the gathered summaries).
@@ -131,19 +163,17 @@ void strided_passes(const head_view<const T>& Q, const head_view<const T>& K, co
   const index L = Q.rows;
   run_pass<T>(whole_head(Q), whole_head(K), whole_head(V), parts.out_view(0, 1, L, 0), parts.lse_at(0, 0, L),
               sliding_window{.left = s - 1, .right = 0}, score, threads);
-  // Residues [0, longer) have n + 1 rows, the others n; residue r's rows start at first(r) of part 1.
-  const index n = L / s, longer = L % s;
-  auto first = [&](index r) { return r <= longer ? r * (n + 1) : longer * (n + 1) + (r - longer) * n; };
+  const residue_classes classes{s, L};
   const causal<> strictly_before{.offset = -1};
-  for (const auto [r0, r1, tokens] : {std::array<index, 3>{0, longer, n + 1}, std::array<index, 3>{longer, s, n}}) {
+  for (const auto& [r0, r1, tokens] : classes.groups()) {
     if (r0 >= r1 || tokens == 0) continue;
     run_pass<T>(residue_heads(Q, s, r0, r1, tokens), residue_heads(K, s, r0, r1, tokens),
-                residue_heads(V, s, r0, r1, tokens), parts.out_view(1, r1 - r0, tokens, first(r0)),
-                parts.lse_at(1, first(r0), tokens), strictly_before, score, threads);
+                residue_heads(V, s, r0, r1, tokens), parts.out_view(1, r1 - r0, tokens, classes.first_row(r0)),
+                parts.lse_at(1, classes.first_row(r0), tokens), strictly_before, score, threads);
   }
   for (index p = 0; p < L; ++p) {
     parts.rows[static_cast<std::size_t>(p)] = p;
-    parts.rows[static_cast<std::size_t>(L + p)] = first(p % s) + p / s;
+    parts.rows[static_cast<std::size_t>(L + p)] = classes.first_row(p % s) + p / s;
   }
 }
 
@@ -157,7 +187,7 @@ void fixed_passes(const head_view<const T>& Q, const head_view<const T>& K, cons
   const index L = Q.rows, d = K.cols, dv = V.cols, l = f.block, c = f.summary;
   run_pass<T>(whole_head(Q), whole_head(K), whole_head(V), parts.out_view(0, 1, L, 0), parts.lse_at(0, 0, L),
               fixed{.block = l, .summary = 0} & causal<>{}, score, threads);
-  const index S = (L - 1) / l * c;
+  const index S = summary_rows(f, L);
   T* ks = summaries.data();
   T* vs = summaries.data() + S * d;
   for (index j = 0; j < S; ++j) {
@@ -171,24 +201,18 @@ void fixed_passes(const head_view<const T>& Q, const head_view<const T>& K, cons
   for (index p = 0; p < L; ++p) parts.rows[static_cast<std::size_t>(p)] = parts.rows[static_cast<std::size_t>(L + p)] = p;
 }
 
-/// Runs a causal Sparse Transformer pattern as passes when its shape allows (Lq = Lk, the diagonal not shifted,
-/// more than one period or block in the sequence, summaries that are neither none nor everything); returns
-/// false, having done nothing, when the single pass over its blocks is the way.
+/// Runs a causal Sparse Transformer pattern as passes when takes_passes says so; returns false, having done
+/// nothing, otherwise.
 template <class T, class Mask>
 bool run_sparse_transformer_passes(const engine_problem<T, Mask, dot_product>& problem) {
   using form = sparse_transformer_form<Mask>;
   using pattern = typename form::pattern;
   const index L = problem.q.tokens, d = problem.q.features, dv = problem.v.features;
-  if (problem.k.tokens != L || form::diagonal(problem.mask).offset != 0 || L == 0) return false;
+  if (!takes_passes(problem.mask, L, problem.k.tokens)) return false;
   const pattern& p = form::of(problem.mask);
-  if constexpr (std::is_same_v<pattern, strided>) {
-    if (p.stride >= L) return false;  // no lattice key but the diagonal: the band is the pattern
-  } else {
-    if (p.block >= L || p.summary == 0 || p.summary >= p.block) return false;
-  }
   two_parts<T> parts(L, dv);
   aligned_buffer<T> summaries;
-  if constexpr (std::is_same_v<pattern, fixed>) summaries = aligned_buffer<T>((L - 1) / p.block * p.summary * (d + dv));
+  if constexpr (std::is_same_v<pattern, fixed>) summaries = aligned_buffer<T>(summary_rows(p, L) * (d + dv));
   const index group = problem.q.heads / problem.k.heads;
   const int threads = thread_count(problem.threads, L);
   for (index b = 0; b < problem.q.batch; ++b)
