@@ -2,9 +2,9 @@
 /// \file mask_cases.hpp
 /// The one list of every mask policy salt ships and of the compositions users write, each as a small "case"
 /// type that owns the storage its mask views and builds the mask for given (batch, heads, Lq, Lk). A sweep
-/// (tests/test_every_mask.cpp) runs one generic body over `every_mask_case<T>` (T: the precision of the calls,
-/// which only a prebuilt `block_mask` depends on); adding a mask to the library
-/// means adding its case here. Free of Catch2, so that fuzz harnesses can share it.
+/// (tests/test_every_mask.cpp) runs one generic body over `every_mask_case<T>` (T: the precision of the
+/// calls, which only a prebuilt `block_mask` depends on); adding a mask to the library means adding its case
+/// here. Free of Catch2, so that fuzz harnesses can share it.
 ///
 /// A case C has
 ///   - `static std::string name()`: what a failure report calls it;
@@ -258,10 +258,10 @@ using every_mask_case = std::tuple<
     cases::key_padding_case,
     cases::key_mask_case,
     cases::query_padding_case,
-    cases::sliding_window_case<9, 0, 1>,    // one-sided: causal local attention
-    cases::window,                          // two-sided
-    cases::sliding_window_case<0, 30, 1>,   // looks ahead only
-    cases::sliding_window_case<20, 13, 3>,  // dilated, blocks of the band all visited
+    cases::sliding_window_case<9, 0, 1>,       // one-sided: causal local attention
+    cases::window,                             // two-sided
+    cases::sliding_window_case<0, 30, 1>,      // looks ahead only
+    cases::sliding_window_case<20, 13, 3>,     // dilated, every block of the band visited
     cases::sliding_window_case<300, 300, 90>,  // dilated past a key block plus a tile: the sparse walk
     cases::global_tokens_case,
     cases::segments_case,
