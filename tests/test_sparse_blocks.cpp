@@ -12,8 +12,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <ranges>
 #include <set>
+#include <span>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "catch.hpp"
@@ -25,7 +29,6 @@ namespace {
 
 using idx = salt::index;
 using namespace salt::test;
-
 
 /// A (heads, nb, nb) 0/1 layout: the diagonal, plus each other block with probability about 1 / 4.
 std::vector<std::uint8_t> random_layout(idx heads, idx nb, std::uint64_t seed) {
@@ -107,6 +110,51 @@ TEST_CASE("sparse masks satisfy the concept, are trivially copyable and plan the
   STATIC_REQUIRE(salt::planned_mask<decltype(salt::bigbird{} & salt::key_padding{})>);
   STATIC_REQUIRE(salt::planned_mask<decltype(salt::strided{} & salt::causal{})>);
   STATIC_REQUIRE(salt::plan_lists_v<decltype(salt::fixed{} | salt::block_layout{})> == 1 + 3 + 4);
+  STATIC_REQUIRE(std::is_trivially_copyable_v<salt::block_layout>);
+  STATIC_REQUIRE(std::is_trivially_copyable_v<salt::block_layout_csr_view>);
+  STATIC_REQUIRE(std::is_trivially_copyable_v<salt::bigbird>);
+}
+
+namespace {
+
+/// Whether a temporary T offers a view of its storage (it must not: the view would dangle).
+template <class T>
+concept entries_of_temporary = requires(T t) { std::move(t).entries(); };
+template <class T>
+concept lists_of_temporary = requires(T t) { std::move(t).row_offsets(); } || requires(T t) { std::move(t).columns(); };
+template <class T>
+concept entries_of_lvalue = requires(const T& t) { t.entries(); };
+
+}  // namespace
+
+TEST_CASE("layout masks view tables kept in variables, through designated initialisers too", "[sparse][mask]") {
+  // A temporary owner's views are not offered (mask() of one fails with a sentence: tests/compile_fail).
+  STATIC_REQUIRE(!entries_of_temporary<salt::bigbird_table>);
+  STATIC_REQUIRE(!lists_of_temporary<salt::block_layout_csr>);
+  STATIC_REQUIRE(entries_of_lvalue<salt::bigbird_table>);
+  STATIC_REQUIRE(std::ranges::borrowed_range<salt::layout_span<const std::uint8_t>>);
+  STATIC_REQUIRE(std::is_convertible_v<salt::layout_span<const idx>, std::span<const idx>>);
+
+  const std::vector<std::uint8_t> flags{1, 0, 1, 1};  // lower triangle of 2 x 2 blocks
+  const salt::block_layout lower{.block = 4, .heads = 1, .blocks = 2, .layout = flags};
+  CHECK(lower.layout.data() == flags.data());
+  CHECK(lower.layout.size() == 4);
+  const salt::problem_shape s{8, 8, 0, 0};
+  CHECK_FALSE(lower.allows(0, 4, s));
+  CHECK(lower.allows(4, 0, s));
+  salt::block_layout upper = lower;
+  const std::uint8_t upper_flags[] = {1, 1, 0, 1};
+  upper.layout = upper_flags;  // a C array binds; so does an explicit span
+  CHECK(upper.allows(0, 4, s));
+  CHECK(salt::block_layout{4, 1, 2, std::span<const std::uint8_t>(flags)}.allows(4, 4, s));
+
+  const salt::block_layout_csr csr(lower);
+  const salt::block_layout_csr_view view = csr.mask();
+  CHECK(view.columns.data() == csr.columns().data());
+  CHECK(view.row_offsets.size() == 3);
+  const salt::bigbird_table table = salt::bigbird_random_table(1, 6, 1, 3);
+  const salt::bigbird bird = table.mask(4);
+  CHECK(bird.table.data() == table.entries().data());
 }
 
 TEST_CASE("block plans of sparse masks agree with the per-pair test", "[sparse][plan]") {

@@ -9,9 +9,12 @@
 #include <salt/attention.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <limits>
+#include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "catch.hpp"
@@ -24,7 +27,6 @@ namespace {
 using idx = salt::index;
 using namespace salt::test;
 constexpr idx huge = std::numeric_limits<idx>::max();
-
 
 /// Global tokens for a sequence of L: both ends, the middle, and a run of 24 (three whole 8-key blocks).
 std::vector<idx> some_globals(idx L) {
@@ -74,6 +76,28 @@ TEST_CASE("masks are values: the local masks satisfy the concept and compose", "
   STATIC_REQUIRE(!salt::sliding_window::is_always_full());
   STATIC_REQUIRE(!salt::global_tokens::is_always_full());
   STATIC_REQUIRE(!salt::segments::is_always_full());
+}
+
+TEST_CASE("global_tokens and segments view lvalues and spans, and stay trivially copyable", "[sparse][mask]") {
+  STATIC_REQUIRE(std::is_trivially_copyable_v<salt::global_tokens>);
+  STATIC_REQUIRE(std::is_trivially_copyable_v<salt::segments>);
+  // Only ranges of salt::index convert (a temporary of them fails with a sentence: tests/compile_fail).
+  STATIC_REQUIRE(!std::is_constructible_v<salt::global_tokens, std::vector<int>&>);
+  STATIC_REQUIRE(!std::is_constructible_v<salt::segments, const std::vector<std::int32_t>&>);
+  std::vector<idx> tokens{1, 4};
+  const std::array<idx, 2> fixed{1, 4};
+  const idx plain[] = {1, 4};
+  const salt::global_tokens from_vector{tokens}, from_array{fixed}, from_c_array{plain},
+      from_span{std::span<const idx>(tokens).first(1)}, nobody{};
+  CHECK(from_vector.indices.data() == tokens.data());
+  CHECK(from_array.indices.data() == fixed.data());
+  CHECK(from_c_array.indices.size() == 2);
+  CHECK(from_span.indices.size() == 1);
+  CHECK(nobody.indices.empty());
+  const salt::global_tokens copied = [&]() -> salt::global_tokens { return {tokens}; }();  // converts like a span
+  CHECK(copied.indices.data() == tokens.data());
+  const salt::segments packed{tokens};
+  CHECK(packed.ids.data() == tokens.data());
 }
 
 TEST_CASE("sliding_window, global_tokens and segments allow the documented pairs", "[sparse][mask]") {
@@ -249,11 +273,6 @@ TEST_CASE("local sparse masks run per batch item and head through the multi-head
     }
   }
 }
-
-namespace {
-
-
-}  // namespace
 
 TEST_CASE("bad local mask parameters throw salt::error naming the function; nothing is written", "[sparse][errors]") {
   std::vector<float> buffer(96 * 8, 0.5f), out_buffer(96 * 8, 7.0f);
