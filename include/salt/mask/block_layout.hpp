@@ -127,7 +127,6 @@ void plan_layout_rows(const block_query& bq, index block, block_plan& out, const
   for (const block_run& run : acc.runs()) out.add(run.first, run.last, run.full && !blind_rows);
 }
 
-/// Checks a well-formed layout against a call: its heads, and that it covers every key.
 /// The sizes every layout form must have: positive block size and heads, a block count of 0 or more.
 inline void check_layout_sizes(const char* api, const char* name, index block, index heads, index blocks) {
   require(block > 0, api, ": ", name, " block size must be positive, got ", block);
@@ -143,6 +142,7 @@ inline void check_layout_sizes(const char* api, const char* name, index block, i
           " blocks of ", block, ")");
 }
 
+/// Checks a well-formed layout against a call: its heads, and that it covers every key.
 inline void check_layout_shape(const char* api, const char* name, index block, index heads, index blocks,
                                const problem_dims& dims) {
   require(heads == 1 || heads == dims.q_heads, api, ": ", name, " has ", heads, " heads, neither 1 nor the ",

@@ -6,7 +6,11 @@
 
 namespace salt {
 
-/// The sum of two score sources' logits. At most one of them may use the dot product.
+/// The sum of two score sources' logits. At most one of them may use the dot product; the engine writes
+/// it into the tile, then `a` and `b` apply to that tile in turn. Additive terms (biases, Synthesizer
+/// tables) sum in any order; a term that transforms its input (softcap, elementwise_score) sees what the
+/// terms before it wrote: `elementwise_score{f} + bias` is f(dot) + bias, `bias + elementwise_score{f}` is
+/// f(dot + bias).
 template <class A, class B>
 struct score_sum {
   static_assert(!(A::uses_dot_product() && B::uses_dot_product()),
