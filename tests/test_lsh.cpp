@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "catch.hpp"
@@ -410,6 +411,33 @@ TEST_CASE("lsh_attention is independent of the thread count and leaves its input
   CHECK(one == many);
   CHECK(qk == qk0);
   CHECK(v == v0);
+}
+
+TEST_CASE("one long head splits into blocks of work with the same bits for every thread count", "[lsh][threads]") {
+  // Hashing, gathering and merging run in blocks of positions and rows, so one head of L = 1300 (padded to a
+  // multiple of the chunk length) makes several work items of each step, and the last block is partial.
+  random_source rng(9);
+  const idx L = 1300, d = 24, dv = 20;
+  const mat<double> qk = rng.matrix<double>(L, d, 2.0), v = rng.matrix<double>(L, dv);
+  const salt::lsh_options opt{.n_hashes = 3, .n_buckets = {4, 8}, .chunk_length = 48, .chunks_before = 1,
+                              .chunks_after = 1, .causal = true};
+  const auto rot = salt::lsh_rotations<double>::gaussian(1, d, opt, 4);
+  const std::vector<idx> lengths{1111};
+  auto run = [&](int threads) {
+    mat<double> out(L, dv);
+    salt::column<double> lse(L);
+    salt::lsh_attention<double>(view_of(qk, 1, 1), view_of(v, 1, 1), salt::tensor_view<double>::of(out),
+                                salt::lse_view<double>::bht(lse.data(), 1, L), rot, opt, salt::key_padding{lengths},
+                                salt::run_options{.threads = threads});
+    return std::pair{out, lse};
+  };
+  const auto [out1, lse1] = run(1);
+  for (int threads : {2, 3, 7}) {
+    CAPTURE(threads);
+    const auto [out, lse] = run(threads);
+    CHECK(out == out1);
+    CHECK(lse == lse1);
+  }
 }
 
 }  // namespace

@@ -61,7 +61,9 @@ struct lse_parts_view {
   /// The row of part r that holds merged row i.
   index row_of(index r, index i) const noexcept { return row_map ? row_map[r * rows + i] : i; }
   /// Part r's output for merged row i (features values).
-  const T* out_of(index r, index i) const noexcept { return out[static_cast<std::size_t>(r)] + row_of(r, i) * out_stride; }
+  const T* out_of(index r, index i) const noexcept {
+    return out[static_cast<std::size_t>(r)] + row_of(r, i) * out_stride;
+  }
   /// Part r's LSE for merged row i.
   T lse_of(index r, index i) const noexcept { return lse[static_cast<std::size_t>(r)][row_of(r, i) * lse_stride]; }
 };
@@ -162,7 +164,8 @@ attention_result<T> merge_by_lse(const std::vector<attention_result<T>>& parts) 
   }
   attention_result<T> merged{row_matrix<T>(rows, features), column<T>(rows)};
   const lse_parts_view<T> view{outs, lses, rows, features, features, 1, nullptr};
-  detail::merge_rows_by_lse(view, 0, rows, head_view<T>{merged.out.data(), rows, features, features}, merged.lse.data());
+  const head_view<T> out{merged.out.data(), rows, features, features};
+  detail::merge_rows_by_lse(view, 0, rows, out, merged.lse.data());
   return merged;
 }
 

@@ -73,8 +73,8 @@ void lsh_attend(const lsh_shape& s, const lsh_options& opt, bool keys_missing, l
   const tensor_view<const T> q{ws.q.data(), s.batch, H, rows, s.d, H * rows * s.d, rows * s.d, s.d};
   const tensor_view<const T> v{ws.v.data(), s.batch, H, rows, s.dv, H * rows * s.dv, rows * s.dv, s.dv};
   const tensor_view<T> o{ws.o.data(), s.batch, H, rows, s.dv, H * rows * s.dv, rows * s.dv, s.dv};
-  run_engine(engine_problem<T, lsh_chunk_mask, lsh_self_score<T>>{q, q, v, o, lse_view<T>{ws.lse.data(), H * rows, rows},
-                                                                  mask, score, threads});
+  const lse_view<T> lse{ws.lse.data(), H * rows, rows};
+  run_engine(engine_problem<T, lsh_chunk_mask, lsh_self_score<T>>{q, q, v, o, lse, mask, score, threads});
 }
 
 /// Output rows per merging work item.
@@ -159,7 +159,8 @@ row_matrix<typename DQK::Scalar> lsh_attention(const Eigen::MatrixBase<DQK>& qk,
                                                const lsh_options& opt, const Padding& padding = {},
                                                const run_options& run = {}) {
   using T = typename DQK::Scalar;
-  static_assert(std::is_same_v<T, typename DV::Scalar>, "salt::lsh_attention: qk and v must have the same scalar type.");
+  static_assert(std::is_same_v<T, typename DV::Scalar>,
+                "salt::lsh_attention: qk and v must have the same scalar type.");
   return detail::one_head<T>(
       [&](const auto& qk_view, const auto& v_view, const auto& out_view) {
         lsh_attention<T, Padding>(qk_view, v_view, out_view, lse_view<T>{}, rot, opt, padding, run);
