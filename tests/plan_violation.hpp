@@ -29,14 +29,18 @@ std::string plan_violation(const Mask& mask, index lq, index lk, index query_til
     const block_query bq{q0, q1, block, problem_shape{lq, lk, 0, head}};
     block_plan plan(storage.data(), capacity, lists);
     detail::plan_blocks(mask, bq, plan);
-    std::ostringstream where;
-    where << "query tile [" << q0 << ", " << q1 << ") of lq " << lq << ", lk " << lk << ", block " << block << ", head "
-          << head << ": ";
+    // The text is made only for a violation: building it for every tile cost most of a clean sweep's time.
+    auto where = [&] {
+      std::ostringstream text;
+      text << "query tile [" << q0 << ", " << q1 << ") of lq " << lq << ", lk " << lk << ", block " << block << ", head "
+           << head << ": ";
+      return text.str();
+    };
     kind.assign(static_cast<std::size_t>(bq.key_blocks()), 0);  // 0 none, 1 partial, 2 full
     index previous_end = 0;
     for (const block_run& run : plan.runs()) {
       if (run.first < previous_end || run.first >= run.last || run.last > bq.key_blocks())
-        return where.str() + "runs are not sorted, disjoint and inside [0, key blocks)";
+        return where() + "runs are not sorted, disjoint and inside [0, key blocks)";
       previous_end = run.last;
       for (index b = run.first; b < run.last; ++b) kind[static_cast<std::size_t>(b)] = run.full ? 2 : 1;
     }
@@ -49,12 +53,12 @@ std::string plan_violation(const Mask& mask, index lq, index lk, index query_til
           const index count = std::min(query_bits_width, q1 - q);
           column = detail::allowed_queries(mask, k, q, count, bq.shape);
           if ((column & ~detail::bit_range(0, count)) != 0)
-            return where.str() + "allowed_queries sets bits past its count for key " + std::to_string(k);
+            return where() + "allowed_queries sets bits past its count for key " + std::to_string(k);
         }
         if (((column >> i) & 1) != query_bits{mask.allows(q, k, bq.shape)}) {
           std::ostringstream pair;
           pair << "allowed_queries and allows disagree on query " << q << ", key " << k;
-          return where.str() + pair.str();
+          return where() + pair.str();
         }
       }
     }
@@ -63,12 +67,15 @@ std::string plan_violation(const Mask& mask, index lq, index lk, index query_til
       for (index q = q0; q < q1; ++q)
         for (index k = b * block; k < std::min(lk, (b + 1) * block); ++k, ++pairs) allowed += mask.allows(q, k, bq.shape);
       const int k = kind[static_cast<std::size_t>(b)];
-      std::ostringstream block_info;
-      block_info << "key block " << b << " (" << allowed << " of " << pairs << " pairs allowed, planned as "
-                 << (k == 0 ? "not visited" : k == 1 ? "partial" : "full") << ")";
-      if (allowed > 0 && k == 0) return where.str() + block_info.str() + " is missing";
-      if (k == 2 && allowed != pairs) return where.str() + block_info.str() + " is not full";
-      if (tight && k != 0 && allowed == 0) return where.str() + block_info.str() + " need not be visited";
+      auto block_info = [&] {
+        std::ostringstream text;
+        text << "key block " << b << " (" << allowed << " of " << pairs << " pairs allowed, planned as "
+             << (k == 0 ? "not visited" : k == 1 ? "partial" : "full") << ")";
+        return text.str();
+      };
+      if (allowed > 0 && k == 0) return where() + block_info() + " is missing";
+      if (k == 2 && allowed != pairs) return where() + block_info() + " is not full";
+      if (tight && k != 0 && allowed == 0) return where() + block_info() + " need not be visited";
     }
   }
   return "";
