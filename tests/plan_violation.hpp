@@ -16,24 +16,25 @@
 
 namespace salt::test {
 
-/// Empty when the plans of `mask` agree with `mask.allows`; otherwise what is wrong, where.
+/// Empty when the plans of `mask` agree with `mask.allows`, asked at (batch item, head); otherwise what is
+/// wrong, where.
 template <class Mask>
 std::string plan_violation(const Mask& mask, index lq, index lk, index query_tile, index block, bool tight,
-                           index head = 0) {
+                           index head = 0, index batch = 0) {
   const index lists = plan_lists_v<Mask>;
   const index capacity = (lk + block - 1) / block + 1;
   std::vector<block_run> storage(static_cast<std::size_t>(lists * capacity));
   std::vector<int> kind;
   for (index q0 = 0; q0 < lq; q0 += query_tile) {
     const index q1 = std::min(lq, q0 + query_tile);
-    const block_query bq{q0, q1, block, problem_shape{lq, lk, 0, head}};
+    const block_query bq{q0, q1, block, problem_shape{lq, lk, batch, head}};
     block_plan plan(storage.data(), capacity, lists);
     detail::plan_blocks(mask, bq, plan);
     // The text is made only for a violation: building it for every tile cost most of a clean sweep's time.
     auto where = [&] {
       std::ostringstream text;
-      text << "query tile [" << q0 << ", " << q1 << ") of lq " << lq << ", lk " << lk << ", block " << block << ", head "
-           << head << ": ";
+      text << "query tile [" << q0 << ", " << q1 << ") of lq " << lq << ", lk " << lk << ", block " << block << ", batch item "
+           << batch << ", head " << head << ": ";
       return text.str();
     };
     kind.assign(static_cast<std::size_t>(bq.key_blocks()), 0);  // 0 none, 1 partial, 2 full

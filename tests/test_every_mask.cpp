@@ -49,29 +49,6 @@ constexpr idx lengths[] = {1, 7, 63, 65, 257};
 constexpr idx features = 16;
 constexpr idx batch = 2, q_heads = 2, kv_heads = 1;
 
-/// A mask asked at a fixed batch item: plan_violation asks at batch 0 only.
-template <class M>
-struct at_batch {
-  M mask;
-  idx batch = 0;
-
-  salt::problem_shape shifted(salt::problem_shape s) const noexcept {
-    s.batch = batch;
-    return s;
-  }
-  bool allows(idx q, idx k, const salt::problem_shape& s) const noexcept { return mask.allows(q, k, shifted(s)); }
-  static constexpr bool is_always_full() { return M::is_always_full(); }
-  static constexpr idx plan_lists() { return salt::plan_lists_v<M>; }
-  salt::query_bits allowed_queries(idx k, idx q_begin, idx count, const salt::problem_shape& s) const noexcept {
-    return salt::detail::allowed_queries(mask, k, q_begin, count, shifted(s));
-  }
-  void plan(const salt::block_query& bq, salt::block_plan& out) const noexcept {
-    salt::block_query at = bq;
-    at.shape = shifted(bq.shape);
-    salt::detail::plan_blocks(mask, at, out);
-  }
-};
-
 /// What one case ran and skipped, so that a case that skips everything fails instead of passing.
 struct tally {
   idx shapes = 0, heads = 0, multi_head = 0, plans = 0, not_meaningful = 0, out_of_sweep = 0;
@@ -116,14 +93,14 @@ void check_multi_head(const Mask& mask, idx lq, idx lk, random_source& rng) {
 /// The plans for the engine's own tile and key block in precision T, a finer grid, and (on small shapes:
 /// plan_violation's cost grows with the number of blocks) the finest.
 template <class T, class Mask>
-void check_plans(const Mask& mask, idx lq, idx lk, bool tight, idx head, tally& ran) {
+void check_plans(const Mask& mask, idx lq, idx lk, bool tight, idx head, idx batch, tally& ran) {
   using tiles = salt::detail::tile_shape<T>;
   struct grid {
     idx query_tile, block;
   };
   for (const grid g : {grid{tiles::query_tile, tiles::key_block}, grid{16, 8}, grid{1, 1}}) {
     if (g.block == 1 && lq * lk > 65 * 65) continue;
-    const std::string violation = plan_violation(mask, lq, lk, g.query_tile, g.block, tight, head);
+    const std::string violation = plan_violation(mask, lq, lk, g.query_tile, g.block, tight, head, batch);
     CAPTURE(violation);
     CHECK(violation.empty());
     ++ran.plans;
@@ -158,7 +135,7 @@ TEMPLATE_LIST_TEST_CASE("every mask: the engine against the oracle, the plans ag
                                   v = rng.matrix<T>(lk, features);
         check_head(q, k, v, one.mask());
         ++ran.heads;
-        if (!Case::varies) check_plans<T>(one.mask(), lq, lk, Case::tight, 0, ran);
+        if (!Case::varies) check_plans<T>(one.mask(), lq, lk, Case::tight, 0, 0, ran);
       }
       if constexpr (Case::varies) {
         const Case many(mask_shape{batch, q_heads, lq, lk});
@@ -167,7 +144,7 @@ TEMPLATE_LIST_TEST_CASE("every mask: the engine against the oracle, the plans ag
         for (idx b = 0; b < batch; ++b) {
           for (idx h = 0; h < q_heads; ++h) {
             CAPTURE(b, h);
-            check_plans<T>(at_batch<decltype(many.mask())>{many.mask(), b}, lq, lk, Case::tight, h, ran);
+            check_plans<T>(many.mask(), lq, lk, Case::tight, h, b, ran);
           }
         }
       }

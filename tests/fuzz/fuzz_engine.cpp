@@ -311,9 +311,8 @@ void run_case(byte_reader& in, int shape_id) {
     // One (batch item, head) per case keeps a case fast; the bytes choose which.
     if (batch > 0 && hq > 0) {
       const idx b = in.integer(0, batch - 1), h = in.integer(0, hq - 1);
-      const salt::fuzz::at_batch<Mask> m{mask, b};
-      std::string v1 = salt::test::plan_violation(m, lq, lk, shape::query_tile, shape::key_block, false, h);
-      if (v1.empty()) v1 = salt::test::plan_violation(m, lq, lk, other_tile, other_block, false, h);
+      std::string v1 = salt::test::plan_violation(mask, lq, lk, shape::query_tile, shape::key_block, false, h, b);
+      if (v1.empty()) v1 = salt::test::plan_violation(mask, lq, lk, other_tile, other_block, false, h, b);
       if (!v1.empty()) fail(what + ", batch item " + std::to_string(b) + ": block plan: " + v1);
     }
   }

@@ -315,27 +315,5 @@ struct maker<combined_mask<A, B, C>> {
   }
 };
 
-/// A mask asked at a fixed batch item: plan_violation asks at batch 0 only, and key padding differs per item.
-template <class M>
-struct at_batch {
-  M mask;
-  index batch = 0;
-
-  problem_shape shifted(problem_shape s) const noexcept {
-    s.batch = batch;
-    return s;
-  }
-  bool allows(index q, index k, const problem_shape& s) const noexcept { return mask.allows(q, k, shifted(s)); }
-  static constexpr bool is_always_full() { return M::is_always_full(); }
-  static constexpr index plan_lists() { return plan_lists_v<M>; }
-  query_bits allowed_queries(index k, index q_begin, index count, const problem_shape& s) const noexcept {
-    return detail::allowed_queries(mask, k, q_begin, count, shifted(s));
-  }
-  void plan(const block_query& bq, block_plan& out) const noexcept {
-    block_query at = bq;
-    at.shape = shifted(bq.shape);
-    detail::plan_blocks(mask, at, out);
-  }
-};
 
 }  // namespace salt::fuzz
