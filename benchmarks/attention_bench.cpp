@@ -147,7 +147,7 @@ double sparse_transformer_pairs(index pattern, index L, index period, index summ
 /// A causal Sparse Transformer pattern, strided{period} & causal (pattern 0) or fixed{period, 8} & causal
 /// (pattern 1), one thread. It runs as two passes merged by LSE, so its counters count the allowed pairs, not
 /// a block plan: GFLOP/s at 4 d per pair, ns per allowed pair and that over dense's.
-void run_sparse_transformer(benchmark::State& state, index pattern, index period) {
+void run_sparse_transformer(benchmark::State& state, index pattern, index period, bool single_pass = false) {
   const index L = state.range(0), summary = 8;
   salt::bench::attention_inputs in(1, 1, 1, L, L, 64);
   const double pairs = sparse_transformer_pairs(pattern, L, period, summary);
@@ -159,8 +159,13 @@ void run_sparse_transformer(benchmark::State& state, index pattern, index period
         },
         4.0 * pairs * static_cast<double>(in.d), pairs, 1);
   };
-  if (pattern == 0) call(salt::strided{.stride = period} & salt::causal{});
-  else call(salt::fixed{.block = period, .summary = summary} & salt::causal{});
+  // With Lq = Lk the top-left diagonal is the same mask, which the passes do not take: the single pass over
+  // its blocks, timed beside them.
+  using top_left = salt::causal<salt::causal_alignment::top_left>;
+  if (pattern == 0 && !single_pass) call(salt::strided{.stride = period} & salt::causal{});
+  if (pattern == 0 && single_pass) call(salt::strided{.stride = period} & top_left{});
+  if (pattern == 1 && !single_pass) call(salt::fixed{.block = period, .summary = summary} & salt::causal{});
+  if (pattern == 1 && single_pass) call(salt::fixed{.block = period, .summary = summary} & top_left{});
   state.counters["pair_cost_vs_dense"] = state.counters["ns/pair"] / dense_ns_per_pair(L);
 }
 
@@ -170,6 +175,8 @@ void BM_fixed_causal(benchmark::State& s) { run_sparse_transformer(s, 1, 128); }
 /// The bar of the patterns' O(L sqrt L) cost: period sqrt(L), fitted against L^1.5.
 void BM_strided_sqrt(benchmark::State& s) { run_sparse_transformer(s, 0, sqrt_of(s.range(0))); }
 void BM_fixed_sqrt(benchmark::State& s) { run_sparse_transformer(s, 1, sqrt_of(s.range(0))); }
+void BM_strided_sqrt_single_pass(benchmark::State& s) { run_sparse_transformer(s, 0, sqrt_of(s.range(0)), true); }
+void BM_fixed_sqrt_single_pass(benchmark::State& s) { run_sparse_transformer(s, 1, sqrt_of(s.range(0)), true); }
 
 /// Linformer, k = 256 projected keys (shared by keys and values): O(L k d), so linear in L at fixed k.
 void BM_linformer(benchmark::State& state) {
@@ -327,6 +334,8 @@ BENCHMARK(BM_fixed_sqrt)->Apply([](auto* b) {
   sequence_lengths(b, 16384, 262144, 1);
   b->Complexity([](benchmark::IterationCount n) { return std::pow(static_cast<double>(n), 1.5); });
 });
+BENCHMARK(BM_strided_sqrt_single_pass)->Apply([](auto* b) { sequence_lengths(b, 16384, 65536, 1); });
+BENCHMARK(BM_fixed_sqrt_single_pass)->Apply([](auto* b) { sequence_lengths(b, 16384, 65536, 1); });
 BENCHMARK(BM_linformer)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1, benchmark::oN); });
 BENCHMARK(BM_synthesizer_random)->Apply([](auto* b) { sequence_lengths(b, 512, 8192, 1, benchmark::oNSquared); });
 BENCHMARK(BM_synthesizer_factorized)->Apply([](auto* b) { sequence_lengths(b, 512, 16384, 1, benchmark::oNSquared); });
