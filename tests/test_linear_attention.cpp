@@ -149,6 +149,46 @@ TEMPLATE_TEST_CASE("a user's prefix-shaped or key-only mask reaches linear atten
         "salt::linear_attention: the mask's valid_keys of batch item 0 is 131, outside [0, 130]");
 }
 
+TEMPLATE_TEST_CASE("a long causal head runs as a scan over blocks: formula, threads, causality", "[linear][causal]",
+                   float, double) {
+  // Past 16 chunks (1024 queries) a causal head is cut into blocks whose states are summed by a scan
+  // (linear/attention.hpp: causal_scan); 2200 queries make three blocks, the last one partial.
+  using T = TestType;
+  const idx lq = 2200, lk = 2300, d = 8, dv = 4;
+  if (!in_sweep(lq, lk)) return;
+  random_source rng(1717);
+  const mat<T> q = rng.matrix<T>(lq, d), k = rng.matrix<T>(lk, d), v = rng.matrix<T>(lk, dv);
+  const auto w = salt::random_features<T>::orthogonal(16, d, 8);
+  const salt::favor_plus<T> phi(w);
+  const std::vector<idx> len{1500};
+  const salt::key_padding pad{len};
+  const mat<T> none;
+  check_map<T>("favor_plus causal", phi, w.matrix(), q, k, v, salt::causal{}, {true, lk - lq, lk});
+  check_map<T>("favor_plus causal & key_padding", phi, w.matrix(), q, k, v, salt::causal{} & pad,
+               {true, lk - lq, len[0]});
+  check_map<T>("favor_plus causal<top_left>{-300}", phi, w.matrix(), q, k, v,
+               salt::causal<salt::causal_alignment::top_left>{.offset = -300}, {true, -300, lk});
+  check_map<T>("elu+1 causal", salt::elu_plus_one{}, none, q, k, v, salt::causal{}, {true, lk - lq, lk});
+  // Bit for bit whatever the number of threads.
+  const mat<T> one = salt::linear_attention(q, k, v, phi, salt::causal{}, {1});
+  CHECK(salt::linear_attention(q, k, v, phi, salt::causal{}, {2}) == one);
+  CHECK(salt::linear_attention(q, k, v, phi, salt::causal{}, {3}) == one);
+  // Later tokens (and a key far above the reference, in a later block) change no earlier row.
+  for (const idx t : {idx{1023}, idx{1024}, idx{1500}}) {
+    mat<T> q2 = q, k2 = k, v2 = v;
+    const idx later = lq - t - 1;
+    q2.bottomRows(later) = rng.matrix<T>(later, d, 3.0);
+    k2.bottomRows(later) = rng.matrix<T>(later, d, 3.0);
+    v2.bottomRows(later) = rng.matrix<T>(later, dv, 100.0);
+    k2.row(lk - lq + t + 1) *= T(40);
+    const mat<T> a = salt::linear_attention(q, k, v, phi, salt::causal<salt::causal_alignment::top_left>{});
+    const mat<T> b = salt::linear_attention(q2, k2, v2, phi, salt::causal<salt::causal_alignment::top_left>{});
+    CAPTURE(t);
+    CHECK(a.topRows(t + 1) == b.topRows(t + 1));
+    CHECK(b.allFinite());
+  }
+}
+
 TEMPLATE_TEST_CASE("multi-head linear attention: GQA, padding, layouts, threads", "[linear][heads]", float, double) {
   using T = TestType;
   const idx B = 2, Hq = 4, Hkv = 2, L = 150, d = 16, dv = 8;

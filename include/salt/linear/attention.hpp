@@ -36,7 +36,8 @@
 ///
 /// GQA: query head h reads K/V head h / (Hq / Hkv). Non-causal calls build each K/V head's state once and
 /// share it across its query heads; causal calls run each query head independently. Threads run over
-/// (batch, head) items; results are identical for every thread count.
+/// (batch, head) items, and a causal head of more than 1024 queries over blocks of its queries too (a scan
+/// of the blocks' states: causal_scan); results are identical for every thread count.
 
 #include <Eigen/Core>
 
@@ -293,17 +294,21 @@ void causal_pass(linear_workspace<T>& ws, const causal_chunk<T>& ch, index pa, i
   else update_state(ws, ch.vc, ch.ldv, pb - pa, pa);
 }
 
-/// One query head, causal: query i sees keys j <= i + shift, j < len.
+/// Keys [j0, j1) of a head added to the state in ws, a chunk at a time.
 template <class T, class Map>
-void causal_head(const Map& map, linear_workspace<T>& ws, const head_view<const T>& q, const head_view<const T>& k,
-                 const head_view<const T>& v, const head_view<T>& out, index shift, index len) {
-  const index m = ws.m, dv = ws.dv, C = ws.chunk;
-  ws.reset_state();
-  const index prefix = std::clamp<index>(shift, 0, len);  // keys every query sees before the diagonal
-  for (index j0 = 0; j0 < prefix; j0 += C) absorb_keys(map, ws, k, v, j0, std::min(C, prefix - j0));
+void absorb_range(const Map& map, linear_workspace<T>& ws, const head_view<const T>& k, const head_view<const T>& v,
+                  index j0, index j1) {
+  for (index j = j0; j < j1; j += ws.chunk) absorb_keys(map, ws, k, v, j, std::min(ws.chunk, j1 - j));
+}
 
-  for (index i0 = 0; i0 < q.rows; i0 += C) {
-    const index rows = std::min(C, q.rows - i0);
+/// Causal queries [q0, q1) of one head (q0 a multiple of the chunk), in chunks, from the state in ws, which
+/// holds the keys before the first chunk's own: query i sees keys j <= i + shift, j < len.
+template <class T, class Map>
+void causal_queries(const Map& map, linear_workspace<T>& ws, const head_view<const T>& q, const head_view<const T>& k,
+                    const head_view<const T>& v, const head_view<T>& out, index shift, index len, index q0, index q1) {
+  const index m = ws.m, dv = ws.dv, C = ws.chunk;
+  for (index i0 = q0; i0 < q1; i0 += C) {
+    const index rows = std::min(C, q1 - i0);
     const index a = std::clamp<index>(i0 + shift, 0, len), b = std::clamp<index>(i0 + rows + shift, 0, len);
     const index nk = b - a;
     map_rows(map, q, i0, rows, m, ws.phi_q.data(), ws.cq.data());
@@ -322,6 +327,94 @@ void causal_head(const Map& map, linear_workspace<T>& ws, const head_view<const 
   }
 }
 
+/// One query head, causal, as one work item: query i sees keys j <= i + shift, j < len.
+template <class T, class Map>
+void causal_head(const Map& map, linear_workspace<T>& ws, const head_view<const T>& q, const head_view<const T>& k,
+                 const head_view<const T>& v, const head_view<T>& out, index shift, index len) {
+  ws.reset_state();
+  absorb_range(map, ws, k, v, 0, std::clamp<index>(shift, 0, len));  // keys every query sees before the diagonal
+  causal_queries(map, ws, q, k, v, out, shift, len, 0, q.rows);
+}
+
+/// A causal head longer than one block runs as a two-level scan, so that one long head spreads over threads:
+/// its queries are cut into blocks of whole chunks; the keys of each block (and those before the first
+/// block's diagonal) are summed into a local state, in parallel; the local states are added up in a fixed
+/// order (an inclusive scan, per head); then each block's queries run from the state of the keys before
+/// it, in parallel. Blocks depend on the length only, never on the thread count, so results do not either.
+/// A head of at most linear_scan_min_chunks chunks is one block and runs as one item (causal_head); at most
+/// linear_scan_max_blocks blocks bound the states held, heads * blocks * (m (dv + 1) + 1) elements.
+inline constexpr index linear_scan_min_chunks = 16, linear_scan_max_blocks = 32;
+
+/// Queries per scan block of a causal head of `rows` queries: whole chunks.
+inline index linear_scan_block(index rows, index chunk) noexcept {
+  const index chunks = (rows + chunk - 1) / chunk;
+  return chunk * std::max(linear_scan_min_chunks, (chunks + linear_scan_max_blocks - 1) / linear_scan_max_blocks);
+}
+
+/// A state saved for the scan: S (m, dv), z (m), then its reference: m (dv + 1) + 1 elements.
+template <class T>
+void save_scan_state(const linear_workspace<T>& ws, T* to) noexcept {
+  ws.save_state(to);
+  to[ws.m * (ws.dv + 1)] = ws.ref.ref;
+}
+template <class T>
+void load_scan_state(linear_workspace<T>& ws, const T* from) noexcept {
+  ws.load_state(from);
+  ws.ref.ref = from[ws.m * (ws.dv + 1)];
+}
+
+/// into += from, two saved states, at the larger of their references (each rescaled to it, so weights stay
+/// below the margin). A state without a reference is added as it is: it holds zeros, or the plain sums of a
+/// map without a log scale.
+template <class T>
+void add_scan_state(T* into, const T* from, index m, index dv) noexcept {
+  const index n = m * (dv + 1);
+  state_reference<T> r{into[n]};
+  T f = 1;
+  if (from[n] != -std::numeric_limits<T>::infinity()) {
+    if (from[n] > r.ref) r.raise(from[n], into, m, dv, dv, into + m * dv);
+    f = std::exp(from[n] - r.ref);
+  }
+  for (index i = 0; i < n; ++i) into[i] += from[i] * f;
+  into[n] = r.ref;
+}
+
+/// The query, key, value and output views of one causal head.
+template <class T>
+struct causal_head_views {
+  head_view<const T> q, k, v;
+  head_view<T> out;
+  index len;  // valid keys
+};
+
+/// Causal heads of more than one block (see linear_scan_min_chunks): local states, scan, queries. head_of(h)
+/// gives head h's views, for h < heads; every head has `rows` queries.
+template <class T, class Map, class HeadOf, class Make>
+void causal_scan(const Map& map, index heads, index rows, index block, index shift, index m, index dv,
+                 const HeadOf& head_of, const Make& make_workspace, const run_options& opts) {
+  const index blocks = (rows + block - 1) / block, per = m * (dv + 1) + 1, items = heads * blocks;
+  aligned_buffer<T> states(items * per);  // (heads, blocks): the state of the keys before each block's own
+  parallel_for(items, thread_count(opts.threads, items), make_workspace, [&](index it, linear_workspace<T>& ws) {
+    // Segment s of a head: the keys before block 0's diagonal (s = 0), else block s - 1's own keys.
+    const index seg = it % blocks;
+    const causal_head_views<T> h = head_of(it / blocks);
+    auto keys_before = [&](index blk) { return std::clamp<index>(blk * block + shift, 0, h.len); };
+    ws.reset_state();
+    absorb_range(map, ws, h.k, h.v, seg == 0 ? 0 : keys_before(seg - 1), keys_before(seg));
+    save_scan_state(ws, states.data() + it * per);
+  });
+  parallel_for(heads, thread_count(opts.threads, heads), [] { return no_workspace{}; }, [&](index hd, no_workspace&) {
+    T* first = states.data() + hd * blocks * per;
+    for (index seg = 1; seg < blocks; ++seg) add_scan_state(first + seg * per, first + (seg - 1) * per, m, dv);
+  });
+  parallel_for(items, thread_count(opts.threads, items), make_workspace, [&](index it, linear_workspace<T>& ws) {
+    const index blk = it % blocks;
+    const causal_head_views<T> h = head_of(it / blocks);
+    load_scan_state(ws, states.data() + it * per);
+    causal_queries(map, ws, h.q, h.k, h.v, h.out, shift, h.len, blk * block, std::min(rows, (blk + 1) * block));
+  });
+}
+
 template <class T, class Mask, class Map>
 void linear_attention_impl(const tensor_view<const T>& q, const tensor_view<const T>& k,
                            const tensor_view<const T>& v, const tensor_view<T>& out, const Map& map, const Mask& mask,
@@ -334,11 +427,18 @@ void linear_attention_impl(const tensor_view<const T>& q, const tensor_view<cons
 
   if constexpr (prefix_mask<Mask>) {
     const index shift = mask.last_key(0, problem_shape{q.tokens, k.tokens, 0, 0});
-    const index items = B * Hq;
-    parallel_for(items, thread_count(opts.threads, items), make_workspace, [&](index it, linear_workspace<T>& ws) {
+    const index heads = B * Hq, block = linear_scan_block(q.tokens, chunk);
+    auto head_of = [&](index it) {
       const index b = it / Hq, h = it % Hq;
-      causal_head(map, ws, q.head(b, h), k.head(b, h / group), v.head(b, h / group), out.head(b, h), shift,
-                  length(b));
+      return causal_head_views<T>{q.head(b, h), k.head(b, h / group), v.head(b, h / group), out.head(b, h), length(b)};
+    };
+    if (q.tokens > block) {
+      causal_scan<T>(map, heads, q.tokens, block, shift, m, dv, head_of, make_workspace, opts);
+      return;
+    }
+    parallel_for(heads, thread_count(opts.threads, heads), make_workspace, [&](index it, linear_workspace<T>& ws) {
+      const causal_head_views<T> h = head_of(it);
+      causal_head(map, ws, h.q, h.k, h.v, h.out, shift, h.len);
     });
   } else {
     // The state of every (batch item, K/V head): S (m, dv) then z (m).
