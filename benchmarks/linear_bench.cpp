@@ -110,6 +110,21 @@ void BM_causal_chunk(benchmark::State& state) {
       state.counters["fraction_of_peak"] * useful / salt::bench::linear_flops(1, d, m, m, C, true);
 }
 
+/// One causal FAVOR+ head (m = 256, d = 64) of L tokens on arg 1 threads: past 1024 queries the head runs as
+/// a scan over blocks of its queries, so one head spreads over threads. Compare the times across threads.
+void BM_causal_threads(benchmark::State& state) {
+  const index L = state.range(0);
+  const salt::run_options opts{.threads = static_cast<int>(state.range(1))};
+  salt::bench::attention_inputs in(1, 1, 1, L, L, d);
+  const salt::favor_plus<float> phi(salt::random_features<float>::orthogonal(256, d, 42));
+  for (auto _ : state) {
+    salt::linear_attention<float>(in.qv(), in.kv(), in.vv(), in.ov(), phi, salt::causal{}, opts);
+    benchmark::DoNotOptimize(in.out.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * L);  // tokens per second
+}
+
 /// Streaming decode at d = 64, m = 64 (FAVOR+): append(k, v) then query(q) per token, one thread.
 void BM_streaming(benchmark::State& state) {
   const index m = state.range(0), tokens = 65536;
@@ -189,6 +204,11 @@ BENCHMARK(BM_linear)
 BENCHMARK(BM_causal_chunk)
     ->ArgsProduct({{65536}, {32, 48, 64, 96, 128, 256}})
     ->ArgNames({"L", "chunk"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_causal_threads)
+    ->ArgsProduct({{65536}, {1, 2, 4, 8, 16}})
+    ->ArgNames({"L", "threads"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_streaming)->Arg(64)->ArgName("m")->Unit(benchmark::kMillisecond)->UseRealTime();
