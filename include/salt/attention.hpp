@@ -19,23 +19,12 @@
 #include "detail/sparse_transformer_passes.hpp"
 #include "error.hpp"
 #include "mask.hpp"
+#include "merge.hpp"
 #include "run_options.hpp"
 #include "score.hpp"
 #include "tensor.hpp"
 
 namespace salt {
-
-/// Output and natural-log log-sum-exp of each query row (-inf for a row that sees no key).
-template <class T>
-struct attention_result {
-  row_matrix<T> out;  // (Lq, dv)
-  column<T> lse;      // (Lq)
-};
-
-/// Read-only input view; the scalar type of a multi-head call is taken from `out`, so mutable and const
-/// views both bind here.
-template <class T>
-using input_view = std::type_identity_t<tensor_view<const T>>;
 
 /// Multi-head attention over strided (batch, heads, tokens, features) views, written into `out`.
 /// K/V may have fewer heads than Q (grouped-query: query head h reads K/V head h / (Hq / Hkv)).

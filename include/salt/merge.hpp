@@ -37,10 +37,13 @@
 
 namespace salt {
 
-/// Output and natural-log log-sum-exp of each query row (-inf for a row that sees no key); defined in
-/// attention.hpp, which merge_by_lse's overload on results needs.
+/// Output and natural-log log-sum-exp of each query row (-inf for a row that sees no key): what
+/// attention_with_lse returns, and the partial result merge_by_lse merges.
 template <class T>
-struct attention_result;
+struct attention_result {
+  row_matrix<T> out;  // (Lq, dv)
+  column<T> lse;      // (Lq)
+};
 
 /// N partial results of the same `rows` rows, read in place. Part r's result for row i lives in row
 /// at(r, i) of part r: its output is the `features` contiguous values at out[r] + at(r, i) * out_stride, its
@@ -70,16 +73,6 @@ struct lse_parts_view {
 
 namespace detail {
 
-/// dst[0, n) = src[0, n) a packet at a time: the LSH gathers and the merge copy one short row per call,
-/// where a library memmove spends more on its call and size dispatch than on the copy.
-template <class T>
-void copy_row(const T* src, index n, T* dst) noexcept {
-  using P = packet<T>;
-  constexpr int N = lanes<T>;
-  index j = 0;
-  for (; j + N <= n; j += N) ei::pstoreu(dst + j, ei::ploadu<P>(src + j));
-  for (; j < n; ++j) dst[j] = src[j];
-}
 
 /// Merges row i of the parts into dst (features values) and *dst_lse (when not null). The weights are
 /// exp(lse_r - m) / s rather than exp(lse_r - lse): lse rounds at the magnitude of the LSEs, which LSH puts
@@ -143,9 +136,8 @@ void merge_by_lse(const lse_parts_view<T>& parts, const head_view<T>& out, T* ls
 }
 
 /// Merges N >= 1 results of the same query rows over disjoint key subsets (each output (L, dv), LSE (L), as
-/// attention_with_lse returns them) into the result over the union of the subsets. Needs attention.hpp,
-/// which defines attention_result. Throws salt::error naming salt::merge_by_lse when there is no part or the
-/// parts' shapes differ.
+/// attention_with_lse returns them) into the result over the union of the subsets. Throws salt::error naming
+/// salt::merge_by_lse when there is no part or the parts' shapes differ.
 template <class T>
 attention_result<T> merge_by_lse(const std::vector<attention_result<T>>& parts) {
   constexpr const char* api = "salt::merge_by_lse";

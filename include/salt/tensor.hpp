@@ -77,6 +77,11 @@ struct tensor_view {
   }
 };
 
+/// Read-only input view of a multi-head call. Its scalar type is not deduced from it but taken from `out`, so
+/// mutable and const views both bind.
+template <class T>
+using input_view = std::type_identity_t<tensor_view<const T>>;
+
 /// Where the per-row log-sum-exp of a multi-head call goes: (batch, heads, query tokens), tokens contiguous.
 /// A default-constructed view (data == nullptr) means "not wanted".
 template <class T>

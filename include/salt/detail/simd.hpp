@@ -156,6 +156,18 @@ EIGEN_STRONG_INLINE void keep_in_register(P& p) noexcept {
 #endif
 }
 
+/// dst[0, n) = src[0, n) a packet at a time: the gathers (LSH, the Sparse Transformer passes) and the merge
+/// copy one short row per call, where a library memmove spends more on its call and size dispatch than on the
+/// copy.
+template <class T>
+void copy_row(const T* src, index n, T* dst) noexcept {
+  using P = packet<T>;
+  constexpr int N = lanes<T>;
+  index j = 0;
+  for (; j + N <= n; j += N) ei::pstoreu(dst + j, ei::ploadu<P>(src + j));
+  for (; j < n; ++j) dst[j] = src[j];
+}
+
 /// An N x N square (N = lanes<T>) scaled and transposed in registers: row u of the output, N entries at
 /// out + u * out_stride, is scale times column u of the input, whose row r is N entries at
 /// in + r * in_stride. The engine packs its query tiles this way (a scalar store per element cost a sparse

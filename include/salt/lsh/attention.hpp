@@ -34,10 +34,6 @@
 namespace salt {
 namespace detail {
 
-/// A read-only view whose scalar type is taken from `out` (as attention.hpp's input_view).
-template <class T>
-using lsh_input_view = std::type_identity_t<tensor_view<const T>>;
-
 /// Every check of lsh_attention, in the order a user would fix them.
 template <class T, class Padding>
 void check_lsh_call(const tensor_view<const T>& qk, const tensor_view<const T>& v, const tensor_view<T>& out,
@@ -120,7 +116,7 @@ void lsh_merge(const tensor_view<T>& out, const lse_view<T>& lse, const lsh_shap
 /// flags, HuggingFace's attention_mask). Rotations: one head's for all, or one per head. The sorted copies
 /// live in a workspace of the calling thread, kept for its next call (lsh/workspace.hpp says why).
 template <class T, class Padding = no_mask>
-void lsh_attention(const detail::lsh_input_view<T>& qk, const detail::lsh_input_view<T>& v, const tensor_view<T>& out,
+void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor_view<T>& out,
                    const lse_view<T>& lse, const lsh_rotations<T>& rot, const lsh_options& opt,
                    const Padding& padding = {}, const run_options& run = {}) {
   static_assert(std::is_same_v<Padding, no_mask> || std::is_same_v<Padding, key_padding> ||
@@ -144,7 +140,7 @@ void lsh_attention(const detail::lsh_input_view<T>& qk, const detail::lsh_input_
 
 /// Multi-head LSH attention without the log-sum-exp.
 template <class T, class Padding = no_mask>
-void lsh_attention(const detail::lsh_input_view<T>& qk, const detail::lsh_input_view<T>& v, const tensor_view<T>& out,
+void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor_view<T>& out,
                    const lsh_rotations<T>& rot, const lsh_options& opt, const Padding& padding = {},
                    const run_options& run = {}) {
   lsh_attention<T, Padding>(qk, v, out, lse_view<T>{}, rot, opt, padding, run);

@@ -14,7 +14,7 @@
 #include "../detail/workspace.hpp"
 #include "../mask/key_padding.hpp"
 #include "../mask/none.hpp"
-#include "../merge.hpp"  // detail::copy_row
+#include "../detail/simd.hpp"
 #include "../tensor.hpp"
 #include "hashing.hpp"
 #include "options.hpp"
