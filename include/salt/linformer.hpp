@@ -30,138 +30,13 @@
 #include "detail/parallel.hpp"
 #include "detail/workspace.hpp"
 #include "error.hpp"
+#include "linformer/projections.hpp"
 #include "mask.hpp"
-#include "random.hpp"
 #include "run_options.hpp"
 #include "score.hpp"
 #include "tensor.hpp"
 
 namespace salt {
-
-/// Which projections are shared, as in the paper's section 4.
-enum class linformer_sharing {
-  per_head,      ///< one (E, F) pair per K/V head
-  shared_heads,  ///< one (E, F) pair for every head ("headwise sharing")
-  shared_kv,     ///< one matrix, E = F, for keys, values and every head ("key-value sharing")
-};
-
-/// The projections E and F of a Linformer layer, each (k, max_len), owned. Sharing across layers is the
-/// caller's: pass the same object to every layer.
-template <class T>
-class linformer_projections {
- public:
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
-                "salt::linformer_projections holds float or double.");
-  using matrix_map = Eigen::Map<const row_matrix<T>>;
-
-  /// Entries drawn from N(0, 1/k), the paper's fixed random projection (Johnson-Lindenstrauss scaling).
-  /// `heads` is the number of K/V heads served: per_head draws one pair for each, the shared modes draw
-  /// one and serve any number. Draw order: E of head 0, F of head 0, E of head 1, ... (shared_kv: E only),
-  /// each row by row, every entry stddev * random_generator(seed).normal() rounded to T; so float and double
-  /// projections of one seed agree to rounding.
-  static linformer_projections gaussian(index k, index max_len, index heads, linformer_sharing mode,
-                                        std::uint64_t seed) {
-    check_sizes(k, max_len, heads, "salt::linformer_projections::gaussian");
-    return draw(k, max_len, heads, mode, seed, 1.0 / std::sqrt(static_cast<double>(k)));
-  }
-
-  /// Xavier (Glorot) normal, the initialiser of a learned projection: N(0, 2 / (max_len + k)), the layer
-  /// mapping max_len positions to k. Same draw order as gaussian().
-  static linformer_projections xavier_normal(index k, index max_len, index heads, linformer_sharing mode,
-                                             std::uint64_t seed) {
-    check_sizes(k, max_len, heads, "salt::linformer_projections::xavier_normal");
-    return draw(k, max_len, heads, mode, seed, std::sqrt(2.0 / static_cast<double>(k + max_len)));
-  }
-
-  /// Given matrices, copied: per_head takes one E and one F per K/V head, shared_heads one of each,
-  /// shared_kv one E and no F. Every matrix is (k, max_len) with the same k and max_len.
-  static linformer_projections from_matrices(linformer_sharing mode, const std::vector<row_matrix<T>>& e,
-                                             const std::vector<row_matrix<T>>& f = {}) {
-    constexpr const char* api = "salt::linformer_projections::from_matrices";
-    const std::size_t want_f = mode == linformer_sharing::shared_kv ? 0 : e.size();
-    detail::require(!e.empty(), api, ": no E matrix given");
-    detail::require(mode == linformer_sharing::per_head || e.size() == 1, api, ": ", e.size(),
-                    " E matrices given, but shared modes take one");
-    detail::require(f.size() == want_f, api, ": ", e.size(), " E and ", f.size(), " F matrices given, but ",
-                    mode == linformer_sharing::shared_kv ? "shared_kv takes no F (F = E)" : "E and F must pair up");
-    const index k = e[0].rows(), max_len = e[0].cols();
-    check_sizes(k, max_len, 1, api);
-    for (std::size_t h = 0; h < e.size(); ++h) {
-      detail::require(e[h].rows() == k && e[h].cols() == max_len, api, ": E[", h, "] is ", e[h].rows(), " x ",
-                      e[h].cols(), " but E[0] is ", k, " x ", max_len);
-      if (want_f)
-        detail::require(f[h].rows() == k && f[h].cols() == max_len, api, ": F[", h, "] is ", f[h].rows(), " x ",
-                        f[h].cols(), " but E[0] is ", k, " x ", max_len);
-    }
-    linformer_projections p(mode, k, max_len, static_cast<index>(e.size()));
-    const index n = k * max_len;
-    for (std::size_t h = 0; h < e.size(); ++h) {
-      std::copy_n(e[h].data(), n, p.e_.data() + static_cast<index>(h) * n);
-      if (want_f) std::copy_n(f[h].data(), n, p.f_.data() + static_cast<index>(h) * n);
-    }
-    return p;
-  }
-
-  index k() const noexcept { return k_; }              ///< projected length
-  index max_len() const noexcept { return max_len_; }  ///< longest sequence the projections take
-  linformer_sharing sharing() const noexcept { return mode_; }
-  index heads() const noexcept { return pairs_; }  ///< distinct E matrices: 1 unless per_head
-  /// E of K/V head h, (k, max_len), a view into this object; every head gets the same one unless per_head.
-  matrix_map e(index h) const& noexcept { return {e_.data() + slot(h) * k_ * max_len_, k_, max_len_}; }
-  /// F of K/V head h, (k, max_len), a view into this object; E itself under shared_kv.
-  matrix_map f(index h) const& noexcept {
-    return {(mode_ == linformer_sharing::shared_kv ? e_ : f_).data() + slot(h) * k_ * max_len_, k_, max_len_};
-  }
-  /// A view of a temporary's E or F would dangle at the end of the statement: it does not compile.
-  template <class Self = linformer_projections>
-  matrix_map e(index) const&& {
-    static_assert(sizeof(Self) == 0,
-                  "salt::linformer_projections::e and ::f view the projections, which must outlive the view: keep "
-                  "them in a variable, not a temporary.");
-    return {nullptr, 0, 0};
-  }
-  template <class Self = linformer_projections>
-  matrix_map f(index) const&& {
-    static_assert(sizeof(Self) == 0,
-                  "salt::linformer_projections::e and ::f view the projections, which must outlive the view: keep "
-                  "them in a variable, not a temporary.");
-    return {nullptr, 0, 0};
-  }
-
- private:
-  linformer_projections(linformer_sharing mode, index k, index max_len, index pairs)
-      : e_(static_cast<std::size_t>(pairs * k * max_len)),
-        f_(mode == linformer_sharing::shared_kv ? 0 : static_cast<std::size_t>(pairs * k * max_len)),
-        k_(k),
-        max_len_(max_len),
-        pairs_(pairs),
-        mode_(mode) {}
-
-  static void check_sizes(index k, index max_len, index heads, const char* api) {
-    detail::require(k >= 1 && max_len >= 1, api, ": k and max_len must be >= 1, got k = ", k, ", max_len = ", max_len);
-    detail::require(heads >= 1, api, ": heads must be >= 1, got ", heads);
-  }
-
-  static linformer_projections draw(index k, index max_len, index heads, linformer_sharing mode, std::uint64_t seed,
-                                    double stddev) {
-    linformer_projections p(mode, k, max_len, mode == linformer_sharing::per_head ? heads : 1);
-    random_generator rng(seed);
-    const index n = k * max_len;
-    for (index h = 0; h < p.pairs_; ++h) {
-      for (index i = 0; i < n; ++i) p.e_[static_cast<std::size_t>(h * n + i)] = static_cast<T>(stddev * rng.normal());
-      if (mode == linformer_sharing::shared_kv) continue;
-      for (index i = 0; i < n; ++i) p.f_[static_cast<std::size_t>(h * n + i)] = static_cast<T>(stddev * rng.normal());
-    }
-    return p;
-  }
-
-  index slot(index h) const noexcept { return mode_ == linformer_sharing::per_head ? h : 0; }
-
-  std::vector<T> e_, f_;  // (pairs, k, max_len) each; f_ empty under shared_kv
-  index k_ = 0, max_len_ = 0, pairs_ = 0;
-  linformer_sharing mode_ = linformer_sharing::per_head;
-};
-
 namespace detail {
 
 /// The masks Linformer can honour, checked where a call is compiled: key-only ones (capabilities.hpp).
@@ -215,9 +90,8 @@ inline constexpr index linformer_row_chunk = 96;
 /// since the k projected keys are still attended). `score` sets the scale (default 1/sqrt(d)). The projected
 /// keys and values of every (batch item, K/V head) are held at once: batch * Hkv * k * (d + dv) elements.
 template <class T, class Mask = no_mask>
-void linformer_attention(const std::type_identity_t<tensor_view<const T>>& q,
-                         const std::type_identity_t<tensor_view<const T>>& k,
-                         const std::type_identity_t<tensor_view<const T>>& v, const tensor_view<T>& out,
+void linformer_attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
+                         const tensor_view<T>& out,
                          const lse_view<T>& lse, const linformer_projections<T>& proj, const Mask& mask = {},
                          const dot_product& score = {}, const run_options& opts = {}) {
   detail::check_linformer_mask<Mask>();
@@ -262,9 +136,8 @@ void linformer_attention(const std::type_identity_t<tensor_view<const T>>& q,
 
 /// Multi-head Linformer attention without the log-sum-exp.
 template <class T, class Mask = no_mask>
-void linformer_attention(const std::type_identity_t<tensor_view<const T>>& q,
-                         const std::type_identity_t<tensor_view<const T>>& k,
-                         const std::type_identity_t<tensor_view<const T>>& v, const tensor_view<T>& out,
+void linformer_attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
+                         const tensor_view<T>& out,
                          const linformer_projections<T>& proj, const Mask& mask = {}, const dot_product& score = {},
                          const run_options& opts = {}) {
   linformer_attention<T, Mask>(q, k, v, out, lse_view<T>{}, proj, mask, score, opts);

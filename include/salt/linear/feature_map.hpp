@@ -88,7 +88,7 @@ void exp_shifted(T* x, index n, T top) noexcept {
 template <class T>
 void project_rows(const feature_input<T>& x, const row_matrix<T>& wt, feature_output<T>& phi) {
   gemm<T, false, false>(x.rows(), wt.cols(), x.cols(), x.data(), x.outerStride(), wt.data(), wt.cols(), phi.data(),
-                        phi.outerStride(), false);
+                        phi.outerStride(), gemm_update::overwrite);
 }
 
 /// (W d^(-1/4))^T (d, m) of random features W (m, d): the projection as the maps apply it.
