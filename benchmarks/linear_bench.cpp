@@ -162,8 +162,9 @@ void BM_gemm(benchmark::State& state) {
   double seconds = 0;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
-    if (trans_a) salt::detail::gemm<float, true, false>(rows, cols, depth, a.data(), rows, b.data(), cols, c.data(), cols, false);
-    else salt::detail::gemm<float, false, false>(rows, cols, depth, a.data(), depth, b.data(), cols, c.data(), cols, false);
+    using salt::detail::gemm_update;
+    if (trans_a) salt::detail::gemm<float, true, false>(rows, cols, depth, a.data(), rows, b.data(), cols, c.data(), cols, gemm_update::overwrite);
+    else salt::detail::gemm<float, false, false>(rows, cols, depth, a.data(), depth, b.data(), cols, c.data(), cols, gemm_update::overwrite);
     benchmark::DoNotOptimize(c.data());
     benchmark::ClobberMemory();
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -211,12 +211,4 @@ void gemm(index rows, index cols, index depth, const T* a, index lda, const T* b
   }
 }
 
-/// gemm with `accumulate` for gemm_update::chain, else overwrite.
-template <class T, bool TransA, bool TransB>
-void gemm(index rows, index cols, index depth, const T* a, index lda, const T* b, index ldb, T* c, index ldc,
-          bool accumulate) noexcept {
-  gemm<T, TransA, TransB>(rows, cols, depth, a, lda, b, ldb, c, ldc,
-                          accumulate ? gemm_update::chain : gemm_update::overwrite);
-}
-
 }  // namespace salt::detail

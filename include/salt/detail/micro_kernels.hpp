@@ -41,7 +41,7 @@ struct tile_shape {
 template <class T>
 void dot_tile(const T* qt, const T* k, index k_stride, index nk, index d, int qp, T* st) noexcept {
   constexpr index S = tile_shape<T>::query_tile;
-  gemm<T, false, false>(nk, qp * tile_shape<T>::N, d, k, k_stride, qt, S, st, S, false);
+  gemm<T, false, false>(nk, qp * tile_shape<T>::N, d, k, k_stride, qt, S, st, S, gemm_update::overwrite);
 }
 
 /// Sets the logits of one key row (qp query packets) to -inf where `allowed` has a 0 bit (bit i: query i).

@@ -79,7 +79,7 @@ inline constexpr index lsh_hash_block = 64;
 /// they agree bit for bit; each entry is a fixed-order sum over d whatever the block.
 template <class T>
 void lsh_rotate(const T* x, index n, index d, index ldx, const T* R, index cols, T* rotated) noexcept {
-  gemm<T, false, false>(n, cols, d, x, ldx, R, cols, rotated, cols, false);
+  gemm<T, false, false>(n, cols, d, x, ldx, R, cols, rotated, cols, gemm_update::overwrite);
 }
 
 /// inv_rms[i] = 1 / sqrt(mean(x_i^2) + 1e-6) for the n rows x_i of d values, `stride` apart (the keys are
