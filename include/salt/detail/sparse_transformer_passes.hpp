@@ -15,7 +15,7 @@
 /// The two parts of a pattern are disjoint and together are its pairs; merge_by_lse adds them up, so the
 /// result is the softmax over the pattern, to rounding (the bits differ from one pass over the pattern's
 /// blocks, which salt used before). Memory per call O(L (d + dv)) for the partial results and the gathered
-/// rows; results do not depend on the number of threads.
+/// summaries; results do not depend on the number of threads.
 
 #include <algorithm>
 #include <array>
@@ -150,48 +150,30 @@ void run_pass(const tensor_view<const T>& q, const tensor_view<const T>& k, cons
   run_engine(engine_problem<T, Mask, dot_product>{q, k, v, out, lse, mask, score, threads});
 }
 
-/// Residues [r0, r1) of a residue-major copy (rows of residue r from classes.first_row(r) on, `tokens` each):
-/// one head per residue.
+/// Rows r, r + s, r + 2s, ... for residues [r0, r1), all of `tokens` rows: one head per residue.
 template <class T>
-tensor_view<const T> residue_heads(const T* sorted, index width, index first_row, index r0, index r1,
-                                   index tokens) noexcept {
-  return {sorted + first_row * width, 1, r1 - r0, tokens, width, 0, tokens * width, width};
+tensor_view<const T> residue_heads(const head_view<const T>& x, index s, index r0, index r1, index tokens) noexcept {
+  return {x.data + r0 * x.row_stride, 1, r1 - r0, tokens, x.cols, 0, x.row_stride, s * x.row_stride};
 }
 
-/// strided{s} & causal of one head into `parts`: part 0 the band, part 1 the lattice. The lattice runs on a
-/// residue-major copy of q, k and v in `sorted` ((L, d), (L, d), (L, dv)), gathered here in parallel: the
-/// strided view of the inputs itself (rows s apart) would touch a page per row at long lengths.
+/// strided{s} & causal of one head into `parts`: part 0 the band, part 1 the lattice (residue-major rows).
 template <class T>
 void strided_passes(const head_view<const T>& Q, const head_view<const T>& K, const head_view<const T>& V, index s,
-                    const dot_product& score, int threads, two_parts<T>& parts, aligned_buffer<T>& sorted) {
-  const index L = Q.rows, d = Q.cols, dv = V.cols;
+                    const dot_product& score, int threads, two_parts<T>& parts) {
+  const index L = Q.rows;
   run_pass<T>(whole_head(Q), whole_head(K), whole_head(V), parts.out_view(0, 1, L, 0), parts.lse_at(0, 0, L),
               sliding_window{.left = s - 1, .right = 0}, score, threads);
   const residue_classes classes{s, L};
-  for (index p = 0; p < L; ++p) {
-    parts.rows[static_cast<std::size_t>(p)] = p;
-    parts.rows[static_cast<std::size_t>(L + p)] = classes.first_row(p % s) + p / s;
-  }
-  T* const sq = sorted.data();
-  T* const sk = sq + L * d;
-  T* const sv = sk + L * d;
-  constexpr index rows_per_item = 1024;
-  parallel_for((L + rows_per_item - 1) / rows_per_item, threads, [] { return no_workspace{}; },
-               [&](index item, no_workspace&) {
-                 for (index p = item * rows_per_item; p < std::min(L, (item + 1) * rows_per_item); ++p) {
-                   const index to = parts.rows[static_cast<std::size_t>(L + p)];
-                   copy_row(Q.row(p), d, sq + to * d);
-                   copy_row(K.row(p), d, sk + to * d);
-                   copy_row(V.row(p), dv, sv + to * dv);
-                 }
-               });
   const causal<> strictly_before{.offset = -1};
   for (const auto& [r0, r1, tokens] : classes.groups()) {
     if (r0 >= r1 || tokens == 0) continue;
-    const index first = classes.first_row(r0);
-    run_pass<T>(residue_heads<T>(sq, d, first, r0, r1, tokens), residue_heads<T>(sk, d, first, r0, r1, tokens),
-                residue_heads<T>(sv, dv, first, r0, r1, tokens), parts.out_view(1, r1 - r0, tokens, first),
-                parts.lse_at(1, first, tokens), strictly_before, score, threads);
+    run_pass<T>(residue_heads(Q, s, r0, r1, tokens), residue_heads(K, s, r0, r1, tokens),
+                residue_heads(V, s, r0, r1, tokens), parts.out_view(1, r1 - r0, tokens, classes.first_row(r0)),
+                parts.lse_at(1, classes.first_row(r0), tokens), strictly_before, score, threads);
+  }
+  for (index p = 0; p < L; ++p) {
+    parts.rows[static_cast<std::size_t>(p)] = p;
+    parts.rows[static_cast<std::size_t>(L + p)] = classes.first_row(p % s) + p / s;
   }
 }
 
@@ -229,18 +211,15 @@ bool run_sparse_transformer_passes(const engine_problem<T, Mask, dot_product>& p
   if (!takes_passes(problem.mask, L, problem.k.tokens)) return false;
   const pattern& p = form::of(problem.mask);
   two_parts<T> parts(L, dv);
-  // The rows a pass gathers: strided's residue-major q, k, v; fixed's summary keys and values.
-  aligned_buffer<T> gathered;
-  if constexpr (std::is_same_v<pattern, fixed>) gathered = aligned_buffer<T>(summary_rows(p, L) * (d + dv));
-  else gathered = aligned_buffer<T>(L * (2 * d + dv));
+  aligned_buffer<T> summaries;
+  if constexpr (std::is_same_v<pattern, fixed>) summaries = aligned_buffer<T>(summary_rows(p, L) * (d + dv));
   const index group = problem.q.heads / problem.k.heads;
   const int threads = thread_count(problem.threads, L);
   for (index b = 0; b < problem.q.batch; ++b)
     for (index h = 0; h < problem.q.heads; ++h) {
       const auto Q = problem.q.head(b, h), K = problem.k.head(b, h / group), V = problem.v.head(b, h / group);
-      if constexpr (std::is_same_v<pattern, strided>)
-        strided_passes(Q, K, V, p.stride, problem.score, threads, parts, gathered);
-      else fixed_passes(Q, K, V, p, problem.score, threads, parts, gathered);
+      if constexpr (std::is_same_v<pattern, strided>) strided_passes(Q, K, V, p.stride, problem.score, threads, parts);
+      else fixed_passes(Q, K, V, p, problem.score, threads, parts, summaries);
       const T* outs[2] = {parts.out_of(0), parts.out_of(1)};
       const T* lses[2] = {parts.lse_of(0), parts.lse_of(1)};
       const lse_parts_view<T> both{outs, lses, L, dv, dv, 1, parts.rows.data()};
