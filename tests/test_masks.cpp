@@ -5,12 +5,17 @@
 #include <salt/mask.hpp>
 
 #include <salt/attention.hpp>
+#include <salt/borrowed_span.hpp>
 #include <salt/plan.hpp>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <ranges>
+#include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "catch.hpp"
@@ -22,6 +27,10 @@ namespace {
 
 using idx = salt::index;
 using salt::test::check_plan;
+
+/// Whether P{r} compiles for an r of type R (a braced aggregate initialisation, as users write it).
+template <class P, class R>
+concept binds = requires(R&& r) { P{static_cast<R&&>(r)}; };
 
 /// Valid query counts for a sequence of lq queries: none, one, a cut inside a tile, all but one, all.
 std::vector<idx> query_lengths(idx lq) {
@@ -88,6 +97,68 @@ TEST_CASE("masks are values: policies satisfy the concept and compose at compile
   STATIC_REQUIRE(decltype(salt::causal{} | salt::no_mask{})::is_always_full());
   STATIC_REQUIRE(sizeof(salt::union_mask<salt::no_mask, salt::causal<>>) == sizeof(salt::causal<>));
   STATIC_REQUIRE(!salt::mask_policy<int>);
+}
+
+TEST_CASE("borrowed_span binds lvalues and spans of its element type, and is a borrowed range", "[mask]") {
+  using span = salt::borrowed_span<const idx>;
+  STATIC_REQUIRE(std::is_trivially_copyable_v<span>);
+  STATIC_REQUIRE(std::ranges::borrowed_range<span>);
+  STATIC_REQUIRE(std::ranges::contiguous_range<span>);
+  STATIC_REQUIRE(std::is_convertible_v<span, std::span<const idx>>);
+  STATIC_REQUIRE(std::is_convertible_v<std::vector<idx>&, span>);
+  STATIC_REQUIRE(std::is_convertible_v<const std::array<idx, 3>&, span>);
+  STATIC_REQUIRE(std::is_convertible_v<std::span<idx>, span>);
+  // Another element type is refused by the constraint; a temporary of the right type fails with a sentence
+  // (tests/compile_fail), which a trait cannot see.
+  STATIC_REQUIRE(!std::is_convertible_v<std::vector<int>&, span>);
+  STATIC_REQUIRE(!std::is_convertible_v<std::vector<std::int32_t>&, span>);
+  STATIC_REQUIRE(!std::is_convertible_v<const std::vector<std::uint16_t>&, salt::borrowed_span<const std::uint8_t>>);
+  STATIC_REQUIRE(!std::is_convertible_v<const std::vector<idx>&, salt::borrowed_span<idx>>);  // const stays const
+  const std::vector<idx> v{1, 2, 3};
+  const span s = v, empty{};
+  CHECK(s.data() == v.data());
+  CHECK(s.size() == 3);
+  CHECK(empty.empty());
+  const span copy = s;  // the copy constructor, not the converting one
+  CHECK(copy.data() == v.data());
+}
+
+TEST_CASE("key_padding, key_mask and query_padding are aggregates that view lvalues and spans", "[mask]") {
+  STATIC_REQUIRE(std::is_trivially_copyable_v<salt::key_padding>);
+  STATIC_REQUIRE(std::is_trivially_copyable_v<salt::key_mask>);
+  STATIC_REQUIRE(std::is_trivially_copyable_v<salt::query_padding>);
+  STATIC_REQUIRE(std::is_aggregate_v<salt::key_padding>);
+  STATIC_REQUIRE(std::is_aggregate_v<salt::key_mask>);
+  STATIC_REQUIRE(std::is_aggregate_v<salt::query_padding>);
+  // Only ranges of the element type bind (a temporary of them fails with a sentence: tests/compile_fail).
+  STATIC_REQUIRE(binds<salt::key_padding, std::vector<idx>&>);
+  STATIC_REQUIRE(binds<salt::key_mask, const std::vector<std::uint8_t>&>);
+  STATIC_REQUIRE(binds<salt::query_padding, std::span<const idx>>);
+  STATIC_REQUIRE(!binds<salt::key_padding, std::vector<int>&>);
+  STATIC_REQUIRE(!binds<salt::key_mask, const std::vector<int>&>);
+  STATIC_REQUIRE(!binds<salt::query_padding, const std::vector<std::int32_t>&>);
+
+  std::vector<idx> lengths{3, 4};
+  const std::array<idx, 2> fixed{3, 4};
+  const idx plain[] = {3, 4};
+  const std::vector<std::uint8_t> flags{1, 0, 1};
+  const salt::key_padding from_vector{lengths}, from_array{fixed}, from_c_array{plain},
+      from_span{std::span<const idx>(lengths).first(1)}, nobody{};
+  CHECK(from_vector.lengths.data() == lengths.data());
+  CHECK(from_array.lengths.data() == fixed.data());
+  CHECK(from_c_array.lengths.size() == 2);
+  CHECK(from_span.lengths.size() == 1);
+  CHECK(nobody.lengths.empty());
+  const salt::key_padding named{.lengths = lengths};  // designated initialisers
+  const salt::key_mask keys{.valid = flags};
+  const salt::query_padding queries{.lengths = fixed};
+  CHECK(named.lengths.data() == lengths.data());
+  CHECK(keys.valid.data() == flags.data());
+  CHECK(queries.lengths.data() == fixed.data());
+  const salt::query_padding returned = [&]() -> salt::query_padding { return {lengths}; }();  // converts like a span
+  CHECK(returned.lengths.data() == lengths.data());
+  const salt::key_mask copied = keys;
+  CHECK(copied.valid.data() == flags.data());
 }
 
 TEST_CASE("causal alignment and offset", "[mask]") {

@@ -2,8 +2,10 @@
 // functions, sums) through the engine against the fp64 reference that applies the same policy objects.
 #include <salt/attention.hpp>
 
+#include <array>
 #include <cmath>
 #include <limits>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -125,6 +127,28 @@ TEST_CASE("elementwise_score is a trivially copyable score policy when f is", "[
   const salt::elementwise_score scaled{relative_bias{}, salt::dot_product{.scale = 2.0}};
   CHECK(scaled.dot_scale(64) == 2.0);
   CHECK(by_value.dot_scale(64) == 0.125);
+}
+
+TEST_CASE("alibi is a trivially copyable aggregate that views lvalue slopes and spans", "[score]") {
+  STATIC_REQUIRE(salt::score_policy<salt::alibi>);
+  STATIC_REQUIRE(std::is_trivially_copyable_v<salt::alibi>);
+  STATIC_REQUIRE(std::is_aggregate_v<salt::alibi>);
+  // Only ranges of double bind (a temporary of them fails with a sentence: tests/compile_fail).
+  STATIC_REQUIRE(!std::is_convertible_v<std::vector<float>&, decltype(salt::alibi::slopes)>);
+  STATIC_REQUIRE(std::is_convertible_v<const std::vector<double>&, decltype(salt::alibi::slopes)>);
+  std::vector<double> slopes{0.5, 0.25};
+  const std::array<double, 2> fixed{0.5, 0.25};
+  const double plain[] = {0.5};
+  const salt::alibi from_vector{slopes}, from_array{fixed}, from_c_array{plain},
+      from_span{std::span<const double>(slopes).first(1)}, named{.slopes = slopes}, none{};
+  CHECK(from_vector.slopes.data() == slopes.data());
+  CHECK(from_array.slopes.data() == fixed.data());
+  CHECK(from_c_array.slopes.size() == 1);
+  CHECK(from_span.slopes.size() == 1);
+  CHECK(named.slopes.data() == slopes.data());
+  CHECK(none.slopes.empty());
+  const salt::alibi returned = [&]() -> salt::alibi { return {slopes}; }();  // converts like a span
+  CHECK(returned.slopes.data() == slopes.data());
 }
 
 TEST_CASE("ALiBi under a causal mask is the published slope * (j - i)", "[score]") {

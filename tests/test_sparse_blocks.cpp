@@ -132,8 +132,8 @@ TEST_CASE("layout masks view tables kept in variables, through designated initia
   STATIC_REQUIRE(!entries_of_temporary<salt::bigbird_table>);
   STATIC_REQUIRE(!lists_of_temporary<salt::block_layout_csr>);
   STATIC_REQUIRE(entries_of_lvalue<salt::bigbird_table>);
-  STATIC_REQUIRE(std::ranges::borrowed_range<salt::layout_span<const std::uint8_t>>);
-  STATIC_REQUIRE(std::is_convertible_v<salt::layout_span<const idx>, std::span<const idx>>);
+  STATIC_REQUIRE(std::ranges::borrowed_range<salt::borrowed_span<const std::uint8_t>>);
+  STATIC_REQUIRE(std::is_convertible_v<salt::borrowed_span<const idx>, std::span<const idx>>);
 
   const std::vector<std::uint8_t> flags{1, 0, 1, 1};  // lower triangle of 2 x 2 blocks
   const salt::block_layout lower{.block = 4, .heads = 1, .blocks = 2, .layout = flags};

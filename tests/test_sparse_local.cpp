@@ -81,6 +81,8 @@ TEST_CASE("masks are values: the local masks satisfy the concept and compose", "
 TEST_CASE("global_tokens and segments view lvalues and spans, and stay trivially copyable", "[sparse][mask]") {
   STATIC_REQUIRE(std::is_trivially_copyable_v<salt::global_tokens>);
   STATIC_REQUIRE(std::is_trivially_copyable_v<salt::segments>);
+  STATIC_REQUIRE(std::is_aggregate_v<salt::global_tokens>);
+  STATIC_REQUIRE(std::is_aggregate_v<salt::segments>);
   // Only ranges of salt::index convert (a temporary of them fails with a sentence: tests/compile_fail).
   STATIC_REQUIRE(!std::is_constructible_v<salt::global_tokens, std::vector<int>&>);
   STATIC_REQUIRE(!std::is_constructible_v<salt::segments, const std::vector<std::int32_t>&>);
@@ -98,6 +100,10 @@ TEST_CASE("global_tokens and segments view lvalues and spans, and stay trivially
   CHECK(copied.indices.data() == tokens.data());
   const salt::segments packed{tokens};
   CHECK(packed.ids.data() == tokens.data());
+  const salt::global_tokens named{.indices = tokens};  // designated initialisers: the masks are aggregates
+  const salt::segments named_ids{.ids = fixed};
+  CHECK(named.indices.data() == tokens.data());
+  CHECK(named_ids.ids.data() == fixed.data());
 }
 
 TEST_CASE("sliding_window, global_tokens and segments allow the documented pairs", "[sparse][mask]") {

@@ -4,6 +4,7 @@
 
 #include "attention.hpp"
 #include "block_mask.hpp"
+#include "borrowed_span.hpp"
 #include "config.hpp"
 #include "error.hpp"
 #include "linear.hpp"

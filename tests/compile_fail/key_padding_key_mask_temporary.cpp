@@ -1,6 +1,6 @@
 // Must not compile: key_mask views its flags, so a mask made from a temporary vector would dangle as soon
 // as the statement ends.
-// expect: salt::key_mask views its flags, which must outlive the call
+// expect: salt: a policy views this data .indices, ids, lengths, flags, slopes, layout tables., which must outlive the call: keep it in a variable, not a temporary
 #include <salt/mask.hpp>
 
 #include <cstdint>

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "../borrowed_span.hpp"
 #include "../error.hpp"
 #include "../random.hpp"
 #include "block_layout.hpp"
@@ -52,7 +53,7 @@ struct bigbird {
   index block = 64;   ///< B: tokens per block
   index random = 0;   ///< r: random key blocks per non-global query block
   index heads = 1;    ///< heads in `table`: 1 (shared) or the number of query heads
-  layout_span<const std::int32_t> table = {};  ///< (heads, nb - 2, random): key blocks, or -1 for none
+  borrowed_span<const std::int32_t> table = {};  ///< (heads, nb - 2, random): key blocks, or -1 for none
 
   /// Number of blocks for a sequence of `length` tokens.
   index blocks_for(index length) const noexcept { return (length + block - 1) / block; }

@@ -7,44 +7,17 @@
 /// from the dense table.
 
 #include <algorithm>
-#include <concepts>
 #include <cstddef>
 #include <cstdint>
-#include <ranges>
 #include <span>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "../borrowed_span.hpp"
 #include "../error.hpp"
 #include "compose.hpp"
 #include "concept.hpp"
-
-namespace salt {
-
-/// The table member of a block-layout mask (`block_layout`, `block_layout_csr_view`, `bigbird`): a
-/// std::span that binds only to data that outlives the expression, i.e. an lvalue or a borrowed range
-/// (an explicit std::span), never a temporary container, whose storage would be freed before the mask is
-/// used. Those masks stay aggregates, so designated initialisers keep working:
-/// `salt::block_layout{.block = 64, .blocks = nb, .layout = flags}`.
-template <class T>
-class layout_span : public std::span<T> {
- public:
-  layout_span() = default;
-  template <class R>
-    requires(!std::same_as<std::remove_cvref_t<R>, layout_span>) && std::constructible_from<std::span<T>, R&>
-  layout_span(R&& table) : std::span<T>(table) {  // NOLINT: converts like a span
-    static_assert(std::is_lvalue_reference_v<R> || std::ranges::borrowed_range<R>,
-                  "salt's block layouts (block_layout, block_layout_csr_view, bigbird) view their tables, which "
-                  "must outlive the call: keep them in a variable, not a temporary.");
-  }
-};
-
-}  // namespace salt
-
-/// A layout_span is a view: iterators taken from a temporary one stay valid, like std::span's.
-template <class T>
-inline constexpr bool std::ranges::enable_borrowed_range<salt::layout_span<T>> = true;
 
 namespace salt {
 namespace detail {
@@ -170,7 +143,7 @@ struct block_layout {
   index block = 0;   ///< B: tokens per layout block
   index heads = 1;   ///< layouts in `layout`: 1 (shared) or the number of query heads
   index blocks = 0;  ///< nb: layout blocks per side
-  layout_span<const std::uint8_t> layout = {};  ///< (heads, nb, nb): non-zero where a query block sees a key block
+  borrowed_span<const std::uint8_t> layout = {};  ///< (heads, nb, nb): non-zero where a query block sees a key block
 
   /// Layout row r of query head h.
   const std::uint8_t* row(index h, index r) const noexcept {
@@ -214,8 +187,8 @@ struct block_layout_csr_view {
   index block = 0;   ///< B: tokens per layout block
   index heads = 1;   ///< layouts: 1 (shared) or the number of query heads
   index blocks = 0;  ///< nb: layout blocks per side
-  layout_span<const index> row_offsets = {};  ///< (heads * nb + 1): where each row's list starts; ends at columns.size()
-  layout_span<const index> columns = {};      ///< (nnz): key blocks of each row, strictly increasing within a row
+  borrowed_span<const index> row_offsets = {};  ///< (heads * nb + 1): where each row's list starts; ends at columns.size()
+  borrowed_span<const index> columns = {};      ///< (nnz): key blocks of each row, strictly increasing within a row
 
   /// The key blocks of layout row r of query head h.
   std::span<const index> row(index h, index r) const noexcept {

@@ -4,12 +4,9 @@
 /// attention, the [CLS] token of a classifier). Usually combined with a window: `window | global`.
 
 #include <algorithm>
-#include <concepts>
-#include <cstdint>
-#include <ranges>
-#include <span>
-#include <type_traits>
+#include <cstddef>
 
+#include "../borrowed_span.hpp"
 #include "../error.hpp"
 #include "concept.hpp"
 
@@ -27,18 +24,7 @@ namespace salt {
 /// Cost O(L * g * d) for g global tokens, beside what it is combined with: global rows visit every key
 /// block, other rows only the blocks that hold global keys.
 struct global_tokens {
-  std::span<const index> indices;  ///< (g): the global tokens, sorted and unique
-
-  global_tokens() = default;
-  /// Views `tokens` (any contiguous range of salt::index that outlives the call).
-  template <class R>
-    requires std::ranges::contiguous_range<R> && std::ranges::sized_range<R> &&
-             std::same_as<std::ranges::range_value_t<R>, index>
-  global_tokens(R&& tokens) : indices(tokens) {  // NOLINT: converts like a span
-    static_assert(std::is_lvalue_reference_v<R> || std::ranges::borrowed_range<R>,
-                  "salt::global_tokens views its indices, which must outlive the call: "
-                  "keep them in a variable, not a temporary.");
-  }
+  borrowed_span<const index> indices = {};  ///< (g): the global tokens, sorted and unique
 
   /// Whether token t is global: a binary search, O(log g).
   bool is_global(index t) const noexcept { return std::binary_search(indices.begin(), indices.end(), t); }

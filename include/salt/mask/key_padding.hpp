@@ -3,11 +3,10 @@
 /// Key padding: keys past each sequence's valid length (`key_padding`) or flagged off (`key_mask`) are
 /// never attended.
 
+#include <algorithm>
 #include <cstdint>
-#include <ranges>
-#include <span>
-#include <type_traits>
 
+#include "../borrowed_span.hpp"
 #include "../error.hpp"
 #include "capabilities.hpp"
 #include "concept.hpp"
@@ -18,17 +17,7 @@ namespace salt {
 /// they must outlive the call, so `key_padding{lengths}` takes a variable (a vector, an array, a span) and
 /// a temporary container does not compile.
 struct key_padding {
-  std::span<const index> lengths;  ///< (batch): valid keys per batch item, viewed
-
-  constexpr key_padding() noexcept = default;
-  /// Views `lengths_`, any contiguous range of salt::index that outlives the mask.
-  template <class R>
-    requires std::ranges::contiguous_range<R> && std::same_as<std::ranges::range_value_t<R>, index>
-  constexpr key_padding(R&& lengths_) noexcept : lengths(lengths_) {  // NOLINT: converts like a span
-    static_assert(std::is_lvalue_reference_v<R> || std::ranges::borrowed_range<R>,
-                  "salt::key_padding views its lengths, which must outlive the call: keep them in a variable, not a "
-                  "temporary.");
-  }
+  borrowed_span<const index> lengths = {};  ///< (batch): valid keys per batch item, viewed
 
   bool allows(index, index k, const problem_shape& s) const noexcept { return k < lengths[s.batch]; }
   index valid_keys(const problem_shape& s) const noexcept { return lengths[s.batch]; }
@@ -55,17 +44,7 @@ struct key_padding {
 /// HuggingFace's attention_mask). The flags are not copied: they must outlive the call, so a temporary
 /// container does not compile.
 struct key_mask {
-  std::span<const std::uint8_t> valid;  ///< (batch, lk): flags, viewed
-
-  constexpr key_mask() noexcept = default;
-  /// Views `valid_`, any contiguous range of std::uint8_t that outlives the mask.
-  template <class R>
-    requires std::ranges::contiguous_range<R> && std::same_as<std::ranges::range_value_t<R>, std::uint8_t>
-  constexpr key_mask(R&& valid_) noexcept : valid(valid_) {  // NOLINT: converts like a span
-    static_assert(std::is_lvalue_reference_v<R> || std::ranges::borrowed_range<R>,
-                  "salt::key_mask views its flags, which must outlive the call: keep them in a variable, not a "
-                  "temporary.");
-  }
+  borrowed_span<const std::uint8_t> valid = {};  ///< (batch, lk): flags, viewed
 
   bool allows(index, index k, const problem_shape& s) const noexcept { return valid[s.batch * s.lk + k] != 0; }
   static constexpr bool is_always_full() { return false; }

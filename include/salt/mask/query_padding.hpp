@@ -4,11 +4,8 @@
 /// -inf) and cost nothing. The twin of `key_padding`, for batches padded on the query side too.
 
 #include <algorithm>
-#include <concepts>
-#include <ranges>
-#include <span>
-#include <type_traits>
 
+#include "../borrowed_span.hpp"
 #include "../error.hpp"
 #include "concept.hpp"
 
@@ -26,18 +23,7 @@ namespace salt {
 /// lengths (one per batch item, in [0, Lq]) are not copied: they must outlive the call (a temporary
 /// container is a compile error).
 struct query_padding {
-  std::span<const index> lengths;  ///< (batch): valid queries of each batch item
-
-  query_padding() = default;
-  /// Views `valid_queries` (any contiguous range of salt::index that outlives the call).
-  template <class R>
-    requires std::ranges::contiguous_range<R> && std::ranges::sized_range<R> &&
-             std::same_as<std::ranges::range_value_t<R>, index>
-  query_padding(R&& valid_queries) : lengths(valid_queries) {  // NOLINT: converts like a span
-    static_assert(std::is_lvalue_reference_v<R> || std::ranges::borrowed_range<R>,
-                  "salt::query_padding views its lengths, which must outlive the call: keep them in a variable, "
-                  "not a temporary.");
-  }
+  borrowed_span<const index> lengths = {};  ///< (batch): valid queries of each batch item
 
   bool allows(index q, index, const problem_shape& s) const noexcept { return q < lengths[s.batch]; }
   static constexpr bool is_always_full() { return false; }

@@ -3,12 +3,9 @@
 /// `segments`: several variable-length sequences packed into one, each attending only to itself.
 
 #include <algorithm>
-#include <concepts>
 #include <cstddef>
-#include <ranges>
-#include <span>
-#include <type_traits>
 
+#include "../borrowed_span.hpp"
 #include "../error.hpp"
 #include "concept.hpp"
 
@@ -25,17 +22,7 @@ namespace salt {
 /// Cost about the sum of squared segment lengths times d, plus the tiles and blocks that straddle segment
 /// edges: a query tile visits the key range of its own segments, found by binary search.
 struct segments {
-  std::span<const index> ids;  ///< (L): segment of each token, non-decreasing
-
-  segments() = default;
-  /// Views `token_segments` (any contiguous range of salt::index that outlives the call).
-  template <class R>
-    requires std::ranges::contiguous_range<R> && std::ranges::sized_range<R> &&
-             std::same_as<std::ranges::range_value_t<R>, index>
-  segments(R&& token_segments) : ids(token_segments) {  // NOLINT: converts like a span
-    static_assert(std::is_lvalue_reference_v<R> || std::ranges::borrowed_range<R>,
-                  "salt::segments views its ids, which must outlive the call: keep them in a variable, not a temporary.");
-  }
+  borrowed_span<const index> ids = {};  ///< (L): segment of each token, non-decreasing
 
   bool allows(index q, index k, const problem_shape&) const noexcept { return ids[q] == ids[k]; }
   static constexpr bool is_always_full() { return false; }

@@ -5,12 +5,10 @@
 
 #include <Eigen/Core>
 
-#include <concepts>
 #include <cstdlib>
-#include <ranges>
-#include <span>
 #include <type_traits>
 
+#include "../borrowed_span.hpp"
 #include "../error.hpp"
 #include "concept.hpp"
 
@@ -61,18 +59,7 @@ struct bias_table {
 /// the published form. The slopes are not copied: they must outlive the call (a temporary container is a
 /// compile error).
 struct alibi {
-  std::span<const double> slopes;  ///< (q_heads): one per query head
-
-  alibi() = default;
-  /// Views `head_slopes` (any contiguous range of double that outlives the call).
-  template <class R>
-    requires std::ranges::contiguous_range<R> && std::ranges::sized_range<R> &&
-             std::same_as<std::ranges::range_value_t<R>, double>
-  alibi(R&& head_slopes) : slopes(head_slopes) {  // NOLINT: converts like a span
-    static_assert(std::is_lvalue_reference_v<R> || std::ranges::borrowed_range<R>,
-                  "salt::alibi views its slopes, which must outlive the call: keep them in a variable, not a "
-                  "temporary.");
-  }
+  borrowed_span<const double> slopes = {};  ///< (q_heads): one per query head
 
   static constexpr bool uses_dot_product() { return false; }
   static constexpr bool is_identity() { return false; }
