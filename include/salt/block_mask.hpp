@@ -73,6 +73,9 @@ template <class T, mask_policy Mask>
 class block_mask {
  public:
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "salt::block_mask plans float or double calls.");
+  /// The mask as stored: without const, so that its view stays trivially copyable (block_mask<T, decltype(m)>
+  /// of a const m is common).
+  using pattern_type = std::remove_cv_t<Mask>;
 
   /// Plans `mask` for calls with dims.batch items, dims.q_heads query heads, dims.lq queries and dims.lk keys
   /// (d, dv and kv_heads do not change a plan). The mask is copied; data it views must outlive the calls.
@@ -98,12 +101,12 @@ class block_mask {
   }
 
   /// The mask to pass to calls: it views this block_mask, so none can be taken from a temporary.
-  planned_mask_view<Mask> mask() const& noexcept {
+  planned_mask_view<pattern_type> mask() const& noexcept {
     return {pattern_, runs_.data(), first_run_.data(), dims_, query_tile, key_block,
             (dims_.lq + query_tile - 1) / query_tile};
   }
   template <class Self = block_mask>
-  planned_mask_view<Mask> mask() const&& noexcept {
+  planned_mask_view<pattern_type> mask() const&& noexcept {
     static_assert(sizeof(Self) == 0,
                   "salt::block_mask::mask() views the block_mask's plans: call it on a block_mask held in a variable, "
                   "not on a temporary.");
@@ -118,7 +121,7 @@ class block_mask {
   static constexpr index query_tile = detail::tile_shape<T>::query_tile;
   static constexpr index key_block = detail::tile_shape<T>::key_block;
 
-  Mask pattern_;
+  pattern_type pattern_;
   problem_dims dims_;
   std::vector<block_run> runs_;
   std::vector<index> first_run_;
