@@ -28,10 +28,10 @@
 #include "../mask/compose.hpp"
 #include "../mask/sliding_window.hpp"
 #include "../mask/sparse_transformer.hpp"
-#include "../merge.hpp"
 #include "../score/dot_product.hpp"
 #include "../tensor.hpp"
 #include "engine.hpp"
+#include "merge_rows.hpp"
 #include "parallel.hpp"
 #include "workspace.hpp"
 
