@@ -1,7 +1,7 @@
 // Synthesizer score policies (Random, factorized Random, Dense, and mixtures with the dot product) through
 // the engine, against the formulas of the paper written out here with Eigen in fp64 (long double for
 // double kernels), under the accuracy criterion; masks, multi-head layouts, errors, thread independence.
-#include <salt/score/synthesizer.hpp>
+#include <salt/synthesizer.hpp>
 
 #include <salt/attention.hpp>
 

@@ -15,4 +15,5 @@
 #include "plan.hpp"
 #include "random.hpp"
 #include "score.hpp"
+#include "synthesizer.hpp"
 #include "tensor.hpp"

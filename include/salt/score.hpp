@@ -1,7 +1,8 @@
 #pragma once
 /// \file score.hpp
-/// Every score policy: the scaled dot product, additive biases (table, ALiBi), soft-capping, Synthesizer
-/// sources (Random, factorized Random, Dense), and `+`.
+/// The score policies of exact attention: the scaled dot product, additive biases (table, ALiBi),
+/// soft-capping, one function of the logit (elementwise_score), and `+`. The Synthesizer's learned logits,
+/// score policies too, are a family of their own: synthesizer.hpp.
 
 #include "score/bias.hpp"
 #include "score/concept.hpp"
@@ -9,4 +10,3 @@
 #include "score/elementwise.hpp"
 #include "score/softcap.hpp"
 #include "score/sum.hpp"
-#include "score/synthesizer.hpp"

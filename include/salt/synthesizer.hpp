@@ -1,5 +1,5 @@
 #pragma once
-/// \file score/synthesizer.hpp
+/// \file synthesizer.hpp
 /// Synthesizer (Tay et al., "Synthesizer: Rethinking Self-Attention in Transformer Models", 2021): logits
 /// that do not come from query-key dot products. Each is a score policy, so the engine's tiled online
 /// softmax runs it with any mask (causal, key padding, ...) and never holds an Lq x Lk matrix:
@@ -23,10 +23,10 @@
 #include <string>
 #include <type_traits>
 
-#include "../detail/gemm.hpp"
-#include "../error.hpp"
-#include "../tensor.hpp"
-#include "concept.hpp"
+#include "detail/gemm.hpp"
+#include "error.hpp"
+#include "score/concept.hpp"
+#include "tensor.hpp"
 
 namespace salt {
 namespace detail {

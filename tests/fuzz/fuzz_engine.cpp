@@ -7,6 +7,7 @@
 // that the inputs are unchanged; that results do not depend on the thread count; and that the mask's block
 // plans agree with its per-pair test. Parameters salt rejects with salt::error end the case quietly.
 #include <salt/attention.hpp>
+#include <salt/synthesizer.hpp>
 
 #include <algorithm>
 #include <cmath>
