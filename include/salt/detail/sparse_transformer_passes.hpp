@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <array>
+#include <concepts>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -42,29 +43,20 @@ template <class Mask>
 struct sparse_transformer_form {
   using pattern = void;
 };
-template <>
-struct sparse_transformer_form<intersect_mask<strided, causal<causal_alignment::bottom_right>>> {
-  using pattern = strided;
-  static const strided& of(const intersect_mask<strided, causal<>>& m) noexcept { return m.a; }
-  static const causal<>& diagonal(const intersect_mask<strided, causal<>>& m) noexcept { return m.b; }
+/// strided or fixed: the patterns whose causal forms run as passes.
+template <class P>
+concept sparse_transformer_pattern = std::same_as<P, strided> || std::same_as<P, fixed>;
+template <sparse_transformer_pattern P>
+struct sparse_transformer_form<intersect_mask<P, causal<causal_alignment::bottom_right>>> {
+  using pattern = P;
+  static const P& of(const intersect_mask<P, causal<>>& m) noexcept { return m.a; }
+  static const causal<>& diagonal(const intersect_mask<P, causal<>>& m) noexcept { return m.b; }
 };
-template <>
-struct sparse_transformer_form<intersect_mask<causal<causal_alignment::bottom_right>, strided>> {
-  using pattern = strided;
-  static const strided& of(const intersect_mask<causal<>, strided>& m) noexcept { return m.b; }
-  static const causal<>& diagonal(const intersect_mask<causal<>, strided>& m) noexcept { return m.a; }
-};
-template <>
-struct sparse_transformer_form<intersect_mask<fixed, causal<causal_alignment::bottom_right>>> {
-  using pattern = fixed;
-  static const fixed& of(const intersect_mask<fixed, causal<>>& m) noexcept { return m.a; }
-  static const causal<>& diagonal(const intersect_mask<fixed, causal<>>& m) noexcept { return m.b; }
-};
-template <>
-struct sparse_transformer_form<intersect_mask<causal<causal_alignment::bottom_right>, fixed>> {
-  using pattern = fixed;
-  static const fixed& of(const intersect_mask<causal<>, fixed>& m) noexcept { return m.b; }
-  static const causal<>& diagonal(const intersect_mask<causal<>, fixed>& m) noexcept { return m.a; }
+template <sparse_transformer_pattern P>
+struct sparse_transformer_form<intersect_mask<causal<causal_alignment::bottom_right>, P>> {
+  using pattern = P;
+  static const P& of(const intersect_mask<causal<>, P>& m) noexcept { return m.b; }
+  static const causal<>& diagonal(const intersect_mask<causal<>, P>& m) noexcept { return m.a; }
 };
 
 /// Whether a (mask, score) pair may run as passes: a causal Sparse Transformer pattern under the plain
