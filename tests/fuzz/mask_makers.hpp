@@ -179,6 +179,25 @@ struct maker<key_padding> {
 };
 
 template <>
+struct maker<query_padding> {
+  static query_padding make(mask_context& c) {
+    std::vector<index> lengths(static_cast<std::size_t>(c.batch));
+    for (auto& n : lengths) {
+      switch (c.in.choice(4)) {
+        case 0: n = c.lq; break;
+        case 1: n = 0; break;
+        case 2: n = c.in.integer(0, c.lq); break;
+        default: n = std::max<index>(c.lq - 1, 0);
+      }
+      if (c.in.one_in(60)) n = c.in.flag() ? c.lq + 1 : -1;  // rejected
+    }
+    if (c.in.one_in(60)) lengths.push_back(0);  // one length too many
+    c.indices.push_back(std::move(lengths));
+    return {c.indices.back()};
+  }
+};
+
+template <>
 struct maker<key_mask> {
   static key_mask make(mask_context& c) {
     std::vector<std::uint8_t> f = c.random_flags(c.batch * c.lk);
@@ -211,7 +230,7 @@ struct maker<block_layout> {
     layout_sizes(c, m.block, m.blocks);
     m.heads = layout_heads(c);
     std::vector<std::uint8_t> f = c.random_flags(m.heads * m.blocks * m.blocks);
-    if (c.in.one_in(60)) f.pop_back();
+    if (c.in.one_in(60) && !f.empty()) f.pop_back();  // a layout one flag short, rejected
     c.flags.push_back(std::move(f));
     m.layout = c.flags.back();
     return m;
