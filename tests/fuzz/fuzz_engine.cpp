@@ -1,12 +1,14 @@
 // libFuzzer harness of the exact engine: a byte string decodes into sizes (0 and 1 included), a float or
 // double problem with grouped-query heads and strided layouts, one of a fixed set of mask compositions
 // (every mask policy appears under `|` and under `&` across the set; the leaves' parameters come from the
-// bytes, so one composition covers many effective masks) and a score policy, and inputs with occasional
+// bytes, so one composition covers many effective masks), passed as it is or through a prebuilt
+// salt::block_mask, and a score policy (an elementwise_score among them), and inputs with occasional
 // NaN, +-Inf and huge values. It checks, for every query row whose visible inputs are finite, the engine's
 // output and LSE against the naive fp64 (long double for double) reference under the accuracy criterion;
 // that the inputs are unchanged; that results do not depend on the thread count; and that the mask's block
 // plans agree with its per-pair test. Parameters salt rejects with salt::error end the case quietly.
 #include <salt/attention.hpp>
+#include <salt/block_mask.hpp>
 #include <salt/synthesizer.hpp>
 
 #include <algorithm>
@@ -48,6 +50,7 @@ using salt::global_tokens;
 using salt::key_mask;
 using salt::key_padding;
 using salt::no_mask;
+using salt::query_padding;
 using salt::segments;
 using salt::sliding_window;
 using salt::strided;
@@ -67,6 +70,9 @@ using shape_b = I_<I_<I_<I_<I_<U_<causal_br, global_tokens>, U_<sliding_window, 
                   U_<strided, no_mask>>;
 using shape_c = U_<U_<I_<causal_tl, key_padding>, I_<sliding_window, block_layout_csr_view>>, I_<strided, fixed>>;
 using shape_d = I_<I_<U_<causal_tl, sliding_window>, U_<key_mask, block_layout>>, U_<U_<strided, fixed>, causal_br>>;
+// Query padding, under `&` (rows past the length see nothing) and under `|` (rows below it see every key).
+using shape_e = I_<query_padding, shape_d>;
+using shape_f = U_<I_<query_padding, key_padding>, I_<causal_br, bigbird>>;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Score policies and the data they point to
@@ -155,6 +161,31 @@ struct score_maker<T, salt::synthesizer_factorized<T>> {
   }
 };
 
+/// f of an elementwise_score: a per-head temperature, a relative-position bias and a per-batch-item offset,
+/// so that every argument f receives changes its result.
+struct relative_position {
+  double slope = 0, temperature = 1;
+  template <class S>
+  S operator()(S s, idx b, idx h, idx q, idx k) const noexcept {
+    return s * S(temperature * static_cast<double>(h + 1)) - S(slope) * S(static_cast<double>(q > k ? q - k : k - q)) +
+           S(static_cast<double>(b));
+  }
+};
+
+template <class T, class Inner>
+struct score_maker<T, salt::elementwise_score<relative_position, Inner>> {
+  static salt::elementwise_score<relative_position, Inner> make(score_context<T>& c) {
+    relative_position f;
+    switch (c.in.choice(4)) {
+      case 0: break;  // the identity
+      case 1: f.slope = static_cast<double>(c.in.integer(0, 64)) / 16; break;
+      case 2: f.temperature = static_cast<double>(c.in.integer(0, 40)) / 8; break;
+      default: f.slope = 1e6;  // huge biases: far keys get weights that underflow to 0
+    }
+    return {f, score_maker<T, Inner>::make(c)};
+  }
+};
+
 template <class T, class A, class B>
 struct score_maker<T, salt::score_sum<A, B>> {
   static salt::score_sum<A, B> make(score_context<T>& c) {
@@ -239,7 +270,8 @@ std::string describe(idx batch, idx hq, idx hkv, idx lq, idx lk, idx d, idx dv, 
 // ---------------------------------------------------------------------------------------------------------------
 // One case
 
-template <class T, class Mask, class Score>
+/// One case: Prebuilt passes the mask through a salt::block_mask built for the call's sizes.
+template <class T, class Mask, class Score, bool Prebuilt = false>
 void run_case(byte_reader& in, int shape_id) {
   using U = salt::test::oracle_t<T>;
   // Sizes: mostly small, so that a case runs fast; 0 and 1 are common (1 is what a short input decodes to).
@@ -278,6 +310,16 @@ void run_case(byte_reader& in, int shape_id) {
   score_context<T> sc{in, rng, batch, hq, lq, lk, d, {}, {}, {}, {}};
   const Score score = score_maker<T, Score>::make(sc);
   const int threads = in.flag() ? 2 : 1;
+  std::optional<salt::block_mask<T, Mask>> planned;
+  if constexpr (Prebuilt) planned.emplace(mask, salt::problem_dims{.batch = batch, .q_heads = hq, .lq = lq, .lk = lk});
+  // The mask the kernel gets: the prebuilt plans, or the mask itself.
+  const auto attend = [&](salt::tensor_view<T> o, salt::lse_view<T> l, int n) {
+    if constexpr (Prebuilt) {
+      salt::attention<T>(q.view, k.view, v.view, o, l, planned->mask(), score, salt::run_options{n});
+    } else {
+      salt::attention<T>(q.view, k.view, v.view, o, l, mask, score, salt::run_options{n});
+    }
+  };
 
   const std::vector<T> q0 = q.data, k0 = k.data, v0 = v.data, bias0 = sc.bias;
   mat<T> out(std::max<idx>(batch * hq * lq, 1), std::max<idx>(dv, 1));
@@ -286,7 +328,7 @@ void run_case(byte_reader& in, int shape_id) {
   const auto out_view = salt::tensor_view<T>::bhld(out.data(), batch, hq, lq, dv);
   const auto lse_view = salt::lse_view<T>::bht(lse.data(), hq, lq);
   try {
-    salt::attention<T>(q.view, k.view, v.view, out_view, lse_view, mask, score, salt::run_options{threads});
+    attend(out_view, lse_view, threads);
   } catch (const salt::error& e) {
     if (salt::fuzz::verbose()) std::fprintf(stderr, "case: %s: rejected: %s\n", what.c_str(), e.what());
     throw;
@@ -298,8 +340,8 @@ void run_case(byte_reader& in, int shape_id) {
     mat<T> out2(out.rows(), out.cols());
     out2.setConstant(T(-12345));
     std::vector<T> lse2(lse.size(), T(-12345));
-    salt::attention<T>(q.view, k.view, v.view, salt::tensor_view<T>::bhld(out2.data(), batch, hq, lq, dv),
-                       salt::lse_view<T>::bht(lse2.data(), hq, lq), mask, score, salt::run_options{3 - threads});
+    attend(salt::tensor_view<T>::bhld(out2.data(), batch, hq, lq, dv), salt::lse_view<T>::bht(lse2.data(), hq, lq),
+           3 - threads);
     if (std::memcmp(out.data(), out2.data(), sizeof(T) * static_cast<std::size_t>(batch * hq * lq * dv)) != 0 ||
         std::memcmp(lse.data(), lse2.data(), sizeof(T) * static_cast<std::size_t>(batch * hq * lq)) != 0)
       fail(what + ": results differ between 1 and 2 threads");
@@ -312,7 +354,11 @@ void run_case(byte_reader& in, int shape_id) {
     // One (batch item, head) per case keeps a case fast; the bytes choose which.
     if (batch > 0 && hq > 0) {
       const idx b = in.integer(0, batch - 1), h = in.integer(0, hq - 1);
-      std::string v1 = salt::test::plan_violation(mask, lq, lk, shape::query_tile, shape::key_block, false, h, b);
+      std::string v1;
+      if constexpr (Prebuilt) {  // the stored plans, then the pattern's own
+        v1 = salt::test::plan_violation(planned->mask(), lq, lk, shape::query_tile, shape::key_block, false, h, b);
+      }
+      if (v1.empty()) v1 = salt::test::plan_violation(mask, lq, lk, shape::query_tile, shape::key_block, false, h, b);
       if (v1.empty()) v1 = salt::test::plan_violation(mask, lq, lk, other_tile, other_block, false, h, b);
       if (!v1.empty()) fail(what + ", batch item " + std::to_string(b) + ": block plan: " + v1);
     }
@@ -431,12 +477,15 @@ template <class T>
 using bias_alibi = salt::score_sum<salt::bias_table<T>, salt::alibi>;
 template <class T>
 using dot_synth = salt::score_sum<salt::dot_product, salt::synthesizer_factorized<T>>;
+using relative = salt::elementwise_score<relative_position>;
+template <class T>
+using relative_bias = salt::elementwise_score<relative_position, salt::score_sum<salt::dot_product, salt::bias_table<T>>>;
 
 /// The (composition, score) pairs: every composition with the plain dot product and one other score; the
-/// other scores with no mask.
+/// other scores with no mask; a prebuilt block_mask of two compositions.
 template <class T>
 void run_one(byte_reader& in) {
-  const int pair = in.choice(13);
+  const int pair = in.choice(17);
   switch (pair) {
     case 0: return run_case<T, shape_a, salt::dot_product>(in, pair);
     case 1: return run_case<T, shape_a, softcap_bias<T>>(in, pair);
@@ -450,7 +499,11 @@ void run_one(byte_reader& in) {
     case 9: return run_case<T, no_mask, dot_alibi<T>>(in, pair);
     case 10: return run_case<T, no_mask, softcap_bias<T>>(in, pair);
     case 11: return run_case<T, no_mask, bias_alibi<T>>(in, pair);
-    default: return run_case<T, no_mask, dot_synth<T>>(in, pair);
+    case 12: return run_case<T, no_mask, dot_synth<T>>(in, pair);
+    case 13: return run_case<T, shape_c, salt::dot_product, true>(in, pair);
+    case 14: return run_case<T, shape_e, relative>(in, pair);
+    case 15: return run_case<T, shape_f, relative_bias<T>, true>(in, pair);
+    default: return run_case<T, no_mask, relative>(in, pair);
   }
 }
 
