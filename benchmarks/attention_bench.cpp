@@ -14,6 +14,7 @@
 #include <map>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "common/alloc_counter.hpp"
 #include "common/benchmark_main.hpp"
@@ -132,6 +133,25 @@ void BM_longformer(benchmark::State& s) { run_sparse(s, salt::bench::longformer)
 void BM_bigbird(benchmark::State& s) { run_sparse(s, salt::bench::bigbird_mask); }
 void BM_block_layout(benchmark::State& s) { run_sparse(s, salt::bench::layout_mask); }
 void BM_segments(benchmark::State& s) { run_sparse(s, salt::bench::segments_mask); }
+
+/// Causal attention of a batch item whose second half is query padding: padded queries should cost nothing,
+/// so the time per visited pair stays causal attention's (pair_cost_vs_dense about 1).
+void BM_query_padding(benchmark::State& s) {
+  static std::vector<index> lengths(1);  // viewed by the mask for the whole run
+  lengths[0] = s.range(0) / 2;
+  run_sparse(s, [](index) { return salt::causal{} & salt::query_padding{lengths}; });
+}
+
+/// A relative-position bias as one elementwise_score function, beside dense attention with no score: the
+/// cost of applying f to every visited logit (pair_cost_vs_dense - 1).
+void BM_elementwise_score(benchmark::State& s) {
+  const auto relative = salt::elementwise_score{[](auto logit, index, index, index q, index k) {
+    using S = decltype(logit);
+    return logit - S(0.125) * S(static_cast<int>(q > k ? q - k : k - q));
+  }};
+  run_attention(s, salt::no_mask{}, dense_flops, 1, 64, relative);
+  s.counters["pair_cost_vs_dense"] = s.counters["ns/pair"] / dense_ns_per_pair(s.range(0));
+}
 
 /// (query, key) pairs the causal Sparse Transformer patterns allow on (L, L): strided{s} & causal sees
 /// min(p + 1, s) band keys and floor(p / s) lattice keys; fixed{l, c} & causal its own block's keys up to p and
@@ -324,6 +344,8 @@ BENCHMARK(BM_longformer)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 
 BENCHMARK(BM_bigbird)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1, benchmark::oN); });
 BENCHMARK(BM_block_layout)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1, benchmark::oN); });
 BENCHMARK(BM_segments)->Apply([](auto* b) { sequence_lengths(b, 1024, 262144, 1, benchmark::oN); });
+BENCHMARK(BM_query_padding)->Apply([](auto* b) { sequence_lengths(b, 1024, 16384, 1, benchmark::oNSquared); });
+BENCHMARK(BM_elementwise_score)->Apply([](auto* b) { sequence_lengths(b, 1024, 8192, 1, benchmark::oNSquared); });
 BENCHMARK(BM_strided_causal)->Apply([](auto* b) { sequence_lengths(b, 1024, 32768, 1); });
 BENCHMARK(BM_fixed_causal)->Apply([](auto* b) { sequence_lengths(b, 1024, 32768, 1); });
 BENCHMARK(BM_strided_sqrt)->Apply([](auto* b) {
