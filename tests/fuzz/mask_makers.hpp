@@ -159,42 +159,32 @@ struct maker<segments> {
   }
 };
 
+/// One valid length per batch item in [0, limit] (limit, 0, any, limit - 1), now and then one outside it or
+/// one length too many (rejected); stored in the context, which the padding mask views.
+inline const std::vector<index>& padding_lengths(mask_context& c, index limit) {
+  std::vector<index> lengths(static_cast<std::size_t>(c.batch));
+  for (auto& n : lengths) {
+    switch (c.in.choice(4)) {
+      case 0: n = limit; break;
+      case 1: n = 0; break;
+      case 2: n = c.in.integer(0, limit); break;
+      default: n = std::max<index>(limit - 1, 0);
+    }
+    if (c.in.one_in(60)) n = c.in.flag() ? limit + 1 : -1;  // rejected
+  }
+  if (c.in.one_in(60)) lengths.push_back(0);  // one length too many
+  c.indices.push_back(std::move(lengths));
+  return c.indices.back();
+}
+
 template <>
 struct maker<key_padding> {
-  static key_padding make(mask_context& c) {
-    std::vector<index> lengths(static_cast<std::size_t>(c.batch));
-    for (auto& n : lengths) {
-      switch (c.in.choice(4)) {
-        case 0: n = c.lk; break;
-        case 1: n = 0; break;
-        case 2: n = c.in.integer(0, c.lk); break;
-        default: n = std::max<index>(c.lk - 1, 0);
-      }
-      if (c.in.one_in(60)) n = c.in.flag() ? c.lk + 1 : -1;  // rejected
-    }
-    if (c.in.one_in(60)) lengths.push_back(0);  // one length too many
-    c.indices.push_back(std::move(lengths));
-    return {c.indices.back()};
-  }
+  static key_padding make(mask_context& c) { return {padding_lengths(c, c.lk)}; }
 };
 
 template <>
 struct maker<query_padding> {
-  static query_padding make(mask_context& c) {
-    std::vector<index> lengths(static_cast<std::size_t>(c.batch));
-    for (auto& n : lengths) {
-      switch (c.in.choice(4)) {
-        case 0: n = c.lq; break;
-        case 1: n = 0; break;
-        case 2: n = c.in.integer(0, c.lq); break;
-        default: n = std::max<index>(c.lq - 1, 0);
-      }
-      if (c.in.one_in(60)) n = c.in.flag() ? c.lq + 1 : -1;  // rejected
-    }
-    if (c.in.one_in(60)) lengths.push_back(0);  // one length too many
-    c.indices.push_back(std::move(lengths));
-    return {c.indices.back()};
-  }
+  static query_padding make(mask_context& c) { return {padding_lengths(c, c.lq)}; }
 };
 
 template <>
