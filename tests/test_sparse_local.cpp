@@ -11,10 +11,13 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cmath>
+#include <cstring>
 #include <limits>
 #include <span>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "catch.hpp"
@@ -246,6 +249,45 @@ TEMPLATE_TEST_CASE("local sparse attention matches the fp64 reference", "[sparse
   for (const idx d : {3, 64})
     for (const lengths& s : sizes)
       if (in_sweep(s.lq, s.lk)) check_local_against_reference<TestType>(s.lq, s.lk, d, seed++);
+}
+
+TEMPLATE_TEST_CASE("a tile whose rows see every key is cut into key partitions, merged by LSE", "[sparse][reference]",
+                   float, double) {
+  // Longformer's global rows see all L keys while every other tile sees a few blocks: the engine cuts their
+  // tiles into key partitions (detail/engine_schedule.hpp). A NaN value at a key only global rows see must
+  // reach them through the merge, and the result must not depend on the number of threads.
+  using T = TestType;
+  const idx L = 4096, d = 16;
+  random_source rng(41);
+  const salt::row_matrix<T> q = rng.matrix<T>(L, d), k = rng.matrix<T>(L, d);
+  salt::row_matrix<T> v = rng.matrix<T>(L, d);
+  v(L / 3, 5) = std::numeric_limits<T>::quiet_NaN();
+  const std::vector<idx> g{0, 1, 2, L / 2 + 7, L - 1};
+  const auto mask = salt::sliding_window{.left = 64, .right = 64} | salt::global_tokens{g};
+  const salt::detail::engine_schedule schedule = salt::detail::schedule_tiles<T>(mask, 1, 1, L, L);
+  REQUIRE(schedule.splits.size() == 3);  // the tiles of 0-2, of L/2 + 7 and of L - 1; none other
+  for (const auto& cut : schedule.splits) CHECK(cut.parts > 1);
+  check_head<T>(q, k, v, mask);
+
+  const auto run = [&](int threads) {
+    salt::row_matrix<T> out(L, d);
+    std::vector<T> lse(L);
+    salt::attention(salt::tensor_view<const T>::bhld(q.data(), 1, 1, L, d),
+                    salt::tensor_view<const T>::bhld(k.data(), 1, 1, L, d),
+                    salt::tensor_view<const T>::bhld(v.data(), 1, 1, L, d),
+                    salt::tensor_view<T>::bhld(out.data(), 1, 1, L, d), salt::lse_view<T>::bht(lse.data(), 1, L),
+                    mask, salt::dot_product{}, {.threads = threads});
+    CHECK(std::isnan(out(0, 5)));
+    CHECK(std::isfinite(out(0, 4)));
+    return std::pair{out, lse};
+  };
+  const auto one = run(1);
+  for (const int threads : {2, 3, 7}) {
+    CAPTURE(threads);
+    const auto many = run(threads);
+    CHECK(std::memcmp(many.first.data(), one.first.data(), sizeof(T) * L * d) == 0);  // NaN included
+    CHECK(many.second == one.second);
+  }
 }
 
 TEST_CASE("local sparse masks run per batch item and head through the multi-head API", "[sparse][reference]") {

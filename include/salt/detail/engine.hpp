@@ -14,6 +14,8 @@
 #include "../mask/concept.hpp"
 #include "../score/concept.hpp"
 #include "../tensor.hpp"
+#include "engine_schedule.hpp"
+#include "merge_rows.hpp"
 #include "micro_kernels.hpp"
 #include "parallel.hpp"
 #include "workspace.hpp"
@@ -123,9 +125,18 @@ void pack_queries(const head_view<const T>& Q, index q0, index nq, int qp, T sca
     for (index c = 0; c < d; ++c) qt[c * S + i] = T(0);
 }
 
-/// One query tile of one head: plan, visit key blocks, normalise, write out.
+/// Where a tile's normalised rows go: the call's output rows and LSEs, or a key partition's scratch.
+template <class T>
+struct tile_rows {
+  T* out = nullptr;  ///< the tile's first output row
+  index out_stride = 0;
+  T* lse = nullptr;  ///< the tile's first LSE (contiguous), or null
+};
+
+/// One query tile of one head: plan, visit the planned key blocks in `range`, normalise, write to `dst`.
 template <class T, class Mask, class Score>
-void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, index tile, engine_workspace<T>& ws) {
+void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, index tile, engine_workspace<T>& ws,
+                    block_range range, const tile_rows<T>& dst) {
   using shape = tile_shape<T>;
   constexpr index S = shape::query_tile;
   constexpr index BK = shape::key_block;
@@ -157,9 +168,13 @@ void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, 
   plan_blocks(pb.mask, block_query{q0, q0 + nq, BK, where}, plan);
 
   const auto runs = plan.runs();
-  for (std::size_t r = 0; r < runs.size(); ++r) {
+  index planned = 0;  // blocks of the plan before this run
+  for (std::size_t r = 0; r < runs.size() && planned < range.last; ++r) {
     const block_run& run = runs[r];
-    for (index kb = run.first; kb < run.last; ++kb) {
+    const index first = run.first + std::max<index>(range.first - planned, 0);
+    const index last = run.first + std::min(run.last - run.first, range.last - planned);
+    planned += run.last - run.first;
+    for (index kb = first; kb < last; ++kb) {
       const index k0 = kb * BK, nk = std::min(BK, lk - k0);
       // The next block of the plan is requested now: a sparse pattern's jumps (BigBird's random and global
       // blocks, a layout's columns) are misses the hardware prefetcher cannot foresee, and at long lengths they
@@ -199,15 +214,58 @@ void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, 
   }
 
   // Normalise. A row that saw no key has l = 0: it outputs zeros and LSE = -inf.
-  T* lse = pb.lse.data ? pb.lse.head(b, h) : nullptr;
   for (index i = 0; i < nq; ++i) {
     const T li = ws.l[i];
     const T inv = li > T(0) ? T(1) / li : (li == T(0) ? T(0) : li);  // NaN stays NaN
     const T* orow = ws.o.data() + i * ws.o_stride;
-    T* dst = O.row(q0 + i);
-    for (index c = 0; c < dv; ++c) dst[c] = orow[c] * inv;
-    if (lse) lse[q0 + i] = li == T(0) ? -std::numeric_limits<T>::infinity() : ws.m[i] + std::log(li);
+    T* out = dst.out + i * dst.out_stride;
+    for (index c = 0; c < dv; ++c) out[c] = orow[c] * inv;
+    if (dst.lse) dst.lse[i] = li == T(0) ? -std::numeric_limits<T>::infinity() : ws.m[i] + std::log(li);
   }
+}
+
+/// The rows of the call that tile `tile` of (b, h) writes.
+template <class T, class Mask, class Score>
+tile_rows<T> call_rows(const engine_problem<T, Mask, Score>& pb, index b, index h, index tile) noexcept {
+  const index q0 = tile * tile_shape<T>::query_tile;
+  const head_view<T> O = pb.out.head(b, h);
+  return {O.row(q0), O.row_stride, pb.lse.data ? pb.lse.head(b, h) + q0 : nullptr};
+}
+
+/// Runs a schedule that cuts tiles (engine_schedule.hpp): every job, then every cut tile's merge.
+template <class T, class Mask, class Score>
+void run_split_schedule(const engine_problem<T, Mask, Score>& pb, const engine_schedule& schedule, index tiles) {
+  constexpr index S = tile_shape<T>::query_tile;
+  const index d = pb.q.features, dv = pb.v.features, lk = pb.k.tokens, lq = pb.q.tokens;
+  const index part_size = S * (std::max<index>(dv, 1) + 1);  // a partition's rows, then their LSEs
+  // Partitions are the schedule's first jobs: job j < parts holds its rows at scratch[j x part_size].
+  index parts = 0;
+  for (const split_tile& cut : schedule.splits) parts += cut.parts;
+  std::vector<T> scratch(static_cast<std::size_t>(parts * part_size));
+  auto part_rows = [&](index job) {
+    T* rows = scratch.data() + job * part_size;
+    return tile_rows<T>{rows, dv, rows + S * std::max<index>(dv, 1)};
+  };
+  const index jobs = static_cast<index>(schedule.jobs.size());
+  parallel_for(
+      jobs, thread_count(pb.threads, jobs), [&] { return engine_workspace<T>(d, dv, lk, plan_lists_v<Mask>); },
+      [&](index j, engine_workspace<T>& ws) {
+        const engine_job& job = schedule.jobs[static_cast<std::size_t>(j)];
+        const index tile = job.item % tiles, bh = job.item / tiles, b = bh / pb.q.heads, h = bh % pb.q.heads;
+        run_query_tile(pb, b, h, tile, ws, job.blocks, job.split < 0 ? call_rows(pb, b, h, tile) : part_rows(j));
+      });
+  std::vector<const T*> outs(static_cast<std::size_t>(parts)), lses(static_cast<std::size_t>(parts));
+  for (index j = 0; j < parts; ++j) outs[static_cast<std::size_t>(j)] = part_rows(j).out, lses[static_cast<std::size_t>(j)] = part_rows(j).lse;
+  const index splits = static_cast<index>(schedule.splits.size());
+  parallel_for(splits, thread_count(pb.threads, splits), [] { return no_workspace{}; }, [&](index s, no_workspace&) {
+    const split_tile& cut = schedule.splits[static_cast<std::size_t>(s)];
+    const index tile = cut.item % tiles, bh = cut.item / tiles, b = bh / pb.q.heads, h = bh % pb.q.heads;
+    const index nq = std::min(S, lq - tile * S);
+    const auto first = static_cast<std::size_t>(cut.first_job), parts = static_cast<std::size_t>(cut.parts);
+    const lse_parts_view<T> view{{outs.data() + first, parts}, {lses.data() + first, parts}, nq, dv, dv, 1, nullptr};
+    const tile_rows<T> dst = call_rows(pb, b, h, tile);
+    merge_rows_by_lse(view, 0, nq, head_view<T>{dst.out, nq, dv, dst.out_stride}, dst.lse);
+  });
 }
 
 /// Runs the engine over every (batch, query head, query tile), in parallel when OpenMP is on.
@@ -219,13 +277,15 @@ void run_engine(const engine_problem<T, Mask, Score>& pb) {
   const index tiles = (pb.q.tokens + shape::query_tile - 1) / shape::query_tile;
   const index items = pb.q.batch * pb.q.heads * tiles;
   if (items == 0) return;
+  const engine_schedule schedule = schedule_tiles<T>(pb.mask, pb.q.batch, pb.q.heads, pb.q.tokens, pb.k.tokens);
+  if (schedule.splits_tiles()) return run_split_schedule(pb, schedule, tiles);
   const index d = pb.q.features, dv = pb.v.features, lk = pb.k.tokens;
   constexpr index lists = plan_lists_v<Mask>;
   parallel_for(
       items, thread_count(pb.threads, items), [&] { return engine_workspace<T>(d, dv, lk, lists); },
       [&](index it, engine_workspace<T>& ws) {
-        const index tile = it % tiles, bh = it / tiles;
-        run_query_tile(pb, bh / pb.q.heads, bh % pb.q.heads, tile, ws);
+        const index tile = it % tiles, bh = it / tiles, b = bh / pb.q.heads, h = bh % pb.q.heads;
+        run_query_tile(pb, b, h, tile, ws, block_range{}, call_rows(pb, b, h, tile));
       });
 }
 
