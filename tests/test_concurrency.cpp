@@ -6,9 +6,11 @@
 #include <salt/salt.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cstdint>
 #include <functional>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -112,5 +114,22 @@ TEST_CASE("every kernel gives the same bits when 8 threads call it at once", "[t
   for (int t = 0; t < callers; ++t) {
     const auto i = static_cast<std::size_t>(t);
     CHECK((same_bits(in[i].q, copy[i].q) && same_bits(in[i].k, copy[i].k) && same_bits(in[i].v, copy[i].v)));
+  }
+}
+
+TEST_CASE("a workspace that cannot be made throws to the caller, and no item runs", "[threads]") {
+  // Each OpenMP thread makes its own workspace (detail/parallel.hpp); the first one fails, as an allocation
+  // would. The exception must reach the caller, not terminate inside the parallel region, and no item may run
+  // with the workspaces the other threads made.
+  std::atomic<int> made{0}, ran{0};
+  const auto make = [&] {
+    if (made.fetch_add(1) == 0) throw std::bad_alloc();
+    return std::vector<float>(64);
+  };
+  for (const int threads : {1, 4}) {
+    made = 0;
+    CHECK_THROWS_AS(salt::detail::parallel_for(100, threads, make, [&](idx, std::vector<float>&) { ++ran; }),
+                    std::bad_alloc);
+    CHECK(ran == 0);
   }
 }
