@@ -146,6 +146,56 @@ void BM_lsh_one_head_threads(benchmark::State& state) {
   state.counters["efficiency"] = best_one / best_all / many;
 }
 
+/// args (L): where one head's time goes, step by step (lsh/attention.hpp's five steps, called as it calls them),
+/// at 1 thread and at every thread OpenMP offers: counters <step>_1 and <step>_N in ms (medians of 5), and
+/// <step>_speedup. The step whose speed-up lags is what caps BM_lsh_one_head_threads.
+void BM_lsh_steps(benchmark::State& state) {
+  namespace d = salt::detail;
+  const index L = state.range(0);
+#if defined(_OPENMP)
+  const int many = omp_get_max_threads();
+#else
+  const int many = 1;
+#endif
+  salt::bench::attention_inputs in(1, 1, 1, L, L, 64);
+  const auto opt = reformer_options(L, 2, false);
+  const auto rot = salt::lsh_rotations<float>::gaussian(1, 64, opt, 7);
+  const salt::tensor_view<const float> qk = in.qv(), v = in.vv();
+  const d::lsh_shape s = d::lsh_shape::of(qk, v.features, opt);
+  d::lsh_workspace<float>& ws = d::lsh_workspace<float>::for_this_thread();
+  ws.reserve(s.all_heads() * s.rows, s.d, s.dv);
+  const salt::no_mask padding;
+  const d::lsh_keys<salt::no_mask> keys{padding, s.L};
+  const char* names[] = {"hash", "sort", "gather", "attend", "merge"};
+  auto step = [&](int which, int threads) {
+    switch (which) {
+      case 0: return d::lsh_hash(qk, rot, opt, s, keys, ws, threads);
+      case 1: return d::lsh_sort(s, keys, opt, ws, threads);
+      case 2: return d::lsh_gather(qk, v, s, ws, threads);
+      case 3: return d::lsh_attend(s, opt, keys.any_missing(s), ws, threads);
+      default: return d::lsh_merge(in.ov(), salt::lse_view<float>{}, s, ws, threads);
+    }
+  };
+  double t[5][2] = {};
+  for (auto _ : state) {
+    for (int which = 0; which < 5; ++which)
+      for (int k = 0; k < 2; ++k) {
+        const int threads = k == 0 ? 1 : many;
+        std::vector<double> runs;
+        for (int r = 0; r < 5; ++r) runs.push_back(seconds_of([&] { step(which, threads); }));
+        std::sort(runs.begin(), runs.end());
+        t[which][k] = runs[2];
+      }
+    benchmark::DoNotOptimize(in.out.data());
+  }
+  for (int which = 0; which < 5; ++which) {
+    state.counters[std::string(names[which]) + "_1"] = t[which][0] * 1e3;
+    state.counters[std::string(names[which]) + "_N"] = t[which][1] * 1e3;
+    state.counters[std::string(names[which]) + "_speedup"] = t[which][0] / t[which][1];
+  }
+  state.counters["threads"] = many;
+}
+
 /// args (L, rounds): error of LSH attention against exact attention over the same scores (shared QK, keys
 /// normalised as LSH normalises them, the self pair left out), on clustered inputs: 64 centres, noise 0.5, d 64.
 /// Counters: rel_err = ||out - exact||_F / ||exact||_F, max_err = max |out - exact|.
@@ -175,6 +225,7 @@ BENCHMARK(BM_lsh)->Name("BM_lsh/rounds=2")->Apply([](auto* b) { lengths(b, 2, 0)
 BENCHMARK(BM_lsh)->Name("BM_lsh_causal/rounds=2")->Apply([](auto* b) { lengths(b, 2, 1); });
 BENCHMARK(BM_lsh_pair_cost_vs_window)->Args({65536, 0})->Args({65536, 1})->Iterations(7)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_lsh_one_head_threads)->Args({16384, 0})->Args({16384, 1})->Iterations(3)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_lsh_steps)->Arg(16384)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_lsh_rounds_error)
     ->ArgsProduct({{4096}, {1, 2, 4, 8}})
     ->Iterations(1)
