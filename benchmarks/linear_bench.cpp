@@ -20,6 +20,7 @@
 #include "common/approximations.hpp"
 #include "common/fma_peak.hpp"
 #include "common/problem.hpp"
+#include "common/thread_speedup.hpp"
 
 namespace {
 
@@ -125,6 +126,23 @@ void BM_causal_threads(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * L);  // tokens per second
 }
 
+/// One causal FAVOR+ head (m = 256, d = 64) of arg L tokens, 1 thread against every thread OpenMP offers, alternated
+/// (thread_speedup.hpp: the median of 7 pairs): the scaling bar of the two-level scan. Counters ms_1, ms_all,
+/// speedup, threads.
+void BM_causal_one_head_scaling(benchmark::State& state) {
+  const index L = state.range(0);
+  salt::bench::attention_inputs in(1, 1, 1, L, L, d);
+  const salt::favor_plus<float> phi(salt::random_features<float>::orthogonal(256, d, 42));
+  salt::bench::speedup_sample sample;
+  for (auto _ : state)
+    sample = salt::bench::thread_speedup(
+        [&](int threads) {
+          salt::linear_attention<float>(in.qv(), in.kv(), in.vv(), in.ov(), phi, salt::causal{}, {.threads = threads});
+        },
+        7);
+  sample.report(state);
+}
+
 /// Streaming decode at d = 64, m = 64 (FAVOR+): append(k, v) then query(q) per token, one thread.
 void BM_streaming(benchmark::State& state) {
   const index m = state.range(0), tokens = 65536;
@@ -212,6 +230,7 @@ BENCHMARK(BM_causal_threads)
     ->ArgNames({"L", "threads"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+BENCHMARK(BM_causal_one_head_scaling)->Arg(65536)->ArgName("L")->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_streaming)->Arg(64)->ArgName("m")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_gemm)
     ->Args({64, 128, 256, 0})

@@ -15,15 +15,12 @@
 #include <string>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #include "common/alloc_counter.hpp"
 #include "common/benchmark_main.hpp"
 #include "common/approximations.hpp"
 #include "common/fma_peak.hpp"
 #include "common/problem.hpp"
+#include "common/thread_speedup.hpp"
 
 namespace {
 
@@ -100,63 +97,34 @@ void BM_lsh_pair_cost_vs_window(benchmark::State& state) {
   state.counters["pair_cost_vs_window"] = la / wb;
 }
 
-/// The median of `runs` timings of call(), in seconds.
-double median_seconds(const auto& call, int runs) {
-  std::vector<double> t;
-  for (int i = 0; i < runs; ++i) t.push_back(seconds_of(call));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-/// args (L, causal): how one head's call scales with threads: LSH (2 rounds) on (1, 1, L, 64) at 1 thread and
-/// at every thread OpenMP offers, timed alternately (medians of 3 per iteration, the best iteration of each).
-/// One head is the hard case: its hashing, gathering and merging must split into blocks of positions to use
-/// more than one thread. Counters: ms at 1 and at N threads, threads, speedup = t(1) / t(N), efficiency.
+/// args (L, causal): how one head's call scales with threads: LSH (2 rounds) on (1, 1, L, 64), 1 thread against
+/// every thread OpenMP offers (thread_speedup.hpp: the median of 9 alternating pairs). One head is the hard
+/// case: its hashing, gathering and merging must split into blocks of positions to use more than one thread.
+/// Counters: ms_1, ms_all, threads, speedup = t(1) / t(all), efficiency = speedup / threads.
 void BM_lsh_one_head_threads(benchmark::State& state) {
   const index L = state.range(0);
   const bool causal = state.range(1) != 0;
-#if defined(_OPENMP)
-  const int many = omp_get_max_threads();
-#else
-  const int many = 1;
-#endif
   salt::bench::attention_inputs in(1, 1, 1, L, L, 64);
   const auto opt = reformer_options(L, 2, causal);
   const auto rot = salt::lsh_rotations<float>::gaussian(1, 64, opt, 7);
-  auto with = [&](int threads) {
-    return [&, threads] {
-      salt::lsh_attention<float>(in.qv(), in.vv(), in.ov(), rot, opt, salt::no_mask{},
-                                 salt::run_options{.threads = threads});
-    };
-  };
-  const auto one = with(1), all = with(many);
-  one();  // warm up: the workspace of this thread grows once
-  all();
-  double best_one = 1e300, best_all = 1e300;
-  for (auto _ : state) {
-    best_one = std::min(best_one, median_seconds(one, 3));
-    best_all = std::min(best_all, median_seconds(all, 3));
-    benchmark::DoNotOptimize(in.out.data());
-    benchmark::ClobberMemory();
-  }
-  state.counters["ms_1_thread"] = best_one * 1e3;
-  state.counters["ms_N_threads"] = best_all * 1e3;
-  state.counters["threads"] = many;
-  state.counters["speedup"] = best_one / best_all;
-  state.counters["efficiency"] = best_one / best_all / many;
+  salt::bench::speedup_sample sample;
+  for (auto _ : state)
+    sample = salt::bench::thread_speedup(
+        [&](int threads) {
+          salt::lsh_attention<float>(in.qv(), in.vv(), in.ov(), rot, opt, salt::no_mask{}, {.threads = threads});
+        },
+        9);
+  sample.report(state);
+  state.counters["efficiency"] = sample.speedup / sample.threads;
 }
 
 /// args (L): where one head's time goes, step by step (lsh/attention.hpp's five steps, called as it calls them),
-/// at 1 thread and at every thread OpenMP offers: counters <step>_1 and <step>_N in ms (medians of 5), and
-/// <step>_speedup. The step whose speed-up lags is what caps BM_lsh_one_head_threads.
+/// each timed on 1 thread against all (thread_speedup.hpp): counters <step>_ms_1, <step>_ms_all and
+/// <step>_speedup. The step whose speed-up lags, or the time the steps do not add up to, caps
+/// BM_lsh_one_head_threads.
 void BM_lsh_steps(benchmark::State& state) {
   namespace d = salt::detail;
   const index L = state.range(0);
-#if defined(_OPENMP)
-  const int many = omp_get_max_threads();
-#else
-  const int many = 1;
-#endif
   salt::bench::attention_inputs in(1, 1, 1, L, L, 64);
   const auto opt = reformer_options(L, 2, false);
   const auto rot = salt::lsh_rotations<float>::gaussian(1, 64, opt, 7);
@@ -166,34 +134,18 @@ void BM_lsh_steps(benchmark::State& state) {
   ws.reserve(s.all_heads() * s.rows, s.d, s.dv);
   const salt::no_mask padding;
   const d::lsh_keys<salt::no_mask> keys{padding, s.L};
-  const char* names[] = {"hash", "sort", "gather", "attend", "merge"};
-  auto step = [&](int which, int threads) {
-    switch (which) {
-      case 0: return d::lsh_hash(qk, rot, opt, s, keys, ws, threads);
-      case 1: return d::lsh_sort(s, keys, opt, ws, threads);
-      case 2: return d::lsh_gather(qk, v, s, ws, threads);
-      case 3: return d::lsh_attend(s, opt, keys.any_missing(s), ws, threads);
-      default: return d::lsh_merge(in.ov(), salt::lse_view<float>{}, s, ws, threads);
-    }
-  };
-  double t[5][2] = {};
+  const auto hash = [&](int threads) { d::lsh_hash(qk, rot, opt, s, keys, ws, threads); };
+  const auto sort = [&](int threads) { d::lsh_sort(s, keys, opt, ws, threads); };
+  const auto gather = [&](int threads) { d::lsh_gather(qk, v, s, ws, threads); };
+  const auto attend = [&](int threads) { d::lsh_attend(s, opt, keys.any_missing(s), ws, threads); };
+  const auto merge = [&](int threads) { d::lsh_merge(in.ov(), salt::lse_view<float>{}, s, ws, threads); };
   for (auto _ : state) {
-    for (int which = 0; which < 5; ++which)
-      for (int k = 0; k < 2; ++k) {
-        const int threads = k == 0 ? 1 : many;
-        std::vector<double> runs;
-        for (int r = 0; r < 5; ++r) runs.push_back(seconds_of([&] { step(which, threads); }));
-        std::sort(runs.begin(), runs.end());
-        t[which][k] = runs[2];
-      }
-    benchmark::DoNotOptimize(in.out.data());
+    salt::bench::thread_speedup(hash, 7).report(state, "hash");
+    salt::bench::thread_speedup(sort, 7).report(state, "sort");
+    salt::bench::thread_speedup(gather, 7).report(state, "gather");
+    salt::bench::thread_speedup(attend, 7).report(state, "attend");
+    salt::bench::thread_speedup(merge, 7).report(state, "merge");
   }
-  for (int which = 0; which < 5; ++which) {
-    state.counters[std::string(names[which]) + "_1"] = t[which][0] * 1e3;
-    state.counters[std::string(names[which]) + "_N"] = t[which][1] * 1e3;
-    state.counters[std::string(names[which]) + "_speedup"] = t[which][0] / t[which][1];
-  }
-  state.counters["threads"] = many;
 }
 
 /// args (L, rounds): error of LSH attention against exact attention over the same scores (shared QK, keys
@@ -224,7 +176,7 @@ void lengths(benchmark::internal::Benchmark* b, index rounds, int causal) {
 BENCHMARK(BM_lsh)->Name("BM_lsh/rounds=2")->Apply([](auto* b) { lengths(b, 2, 0); });
 BENCHMARK(BM_lsh)->Name("BM_lsh_causal/rounds=2")->Apply([](auto* b) { lengths(b, 2, 1); });
 BENCHMARK(BM_lsh_pair_cost_vs_window)->Args({65536, 0})->Args({65536, 1})->Iterations(7)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_lsh_one_head_threads)->Args({16384, 0})->Args({16384, 1})->Iterations(3)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_lsh_one_head_threads)->Args({16384, 0})->Args({16384, 1})->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_lsh_steps)->Arg(16384)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_lsh_rounds_error)
     ->ArgsProduct({{4096}, {1, 2, 4, 8}})
