@@ -277,7 +277,7 @@ void run_engine(const engine_problem<T, Mask, Score>& pb) {
   const index tiles = (pb.q.tokens + shape::query_tile - 1) / shape::query_tile;
   const index items = pb.q.batch * pb.q.heads * tiles;
   if (items == 0) return;
-  const engine_schedule schedule = schedule_tiles<T>(pb.mask, pb.q.batch, pb.q.heads, pb.q.tokens, pb.k.tokens);
+  const engine_schedule schedule = schedule_tiles<T>(pb.mask, pb.q.batch, pb.q.heads, pb.q.tokens, pb.k.tokens, pb.threads);
   if (schedule.splits_tiles()) return run_split_schedule(pb, schedule, tiles);
   const index d = pb.q.features, dv = pb.v.features, lk = pb.k.tokens;
   constexpr index lists = plan_lists_v<Mask>;

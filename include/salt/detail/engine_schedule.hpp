@@ -16,6 +16,7 @@
 #include "../config.hpp"
 #include "../mask/concept.hpp"
 #include "micro_kernels.hpp"
+#include "parallel.hpp"
 
 namespace salt::detail {
 
@@ -53,9 +54,10 @@ struct engine_schedule {
 /// A causal mask (at most twice the mean) and every mask that plans the same blocks per tile are never cut.
 inline constexpr index min_split_blocks = 16, heavy_factor = 4, part_factor = 2, min_part_blocks = 8, max_parts = 64;
 
-/// The schedule of `items` = batch x heads x tiles items (item = (b x heads + h) x tiles + tile) under `mask`.
+/// The schedule of `items` = batch x heads x tiles items (item = (b x heads + h) x tiles + tile) under `mask`,
+/// counted on `threads` threads (the schedule does not depend on them).
 template <class T, class Mask>
-engine_schedule schedule_tiles(const Mask& mask, index batch, index heads, index lq, index lk) {
+engine_schedule schedule_tiles(const Mask& mask, index batch, index heads, index lq, index lk, int threads) {
   using shape = tile_shape<T>;
   constexpr index S = shape::query_tile, BK = shape::key_block;
   engine_schedule schedule;
@@ -65,18 +67,25 @@ engine_schedule schedule_tiles(const Mask& mask, index batch, index heads, index
     const index tiles = (lq + S - 1) / S, items = batch * heads * tiles;
     const index capacity = (lk + BK - 1) / BK + 1, lists = plan_lists_v<Mask>;
     if (capacity - 1 < min_split_blocks || tiles < 2) return schedule;  // nothing could be cut, or nothing to wait for
-    std::vector<block_run> storage(static_cast<std::size_t>(lists * capacity));
+    // Every item's planned blocks, counted in parallel, in runs of `per` items (a plan takes ~100 ns, less than
+    // a dynamically scheduled item costs): a long multi-head call has 10^5 plans to count.
+    constexpr index per = 256;
     std::vector<index> blocks(static_cast<std::size_t>(items));
+    const auto make = [&] { return std::vector<block_run>(static_cast<std::size_t>(lists * capacity)); };
+    const index runs = (items + per - 1) / per;
+    parallel_for(runs, thread_count(threads, runs), make, [&](index r, std::vector<block_run>& storage) {
+      for (index it = r * per; it < std::min(items, (r + 1) * per); ++it) {
+        const index tile = it % tiles, bh = it / tiles, q0 = tile * S;
+        block_plan plan(storage.data(), capacity, lists);
+        plan_blocks(mask, block_query{q0, std::min(q0 + S, lq), BK, problem_shape{lq, lk, bh / heads, bh % heads}},
+                    plan);
+        index n = 0;
+        for (const block_run& run : plan.runs()) n += run.last - run.first;
+        blocks[static_cast<std::size_t>(it)] = n;
+      }
+    });
     index total = 0;
-    for (index it = 0; it < items; ++it) {
-      const index tile = it % tiles, bh = it / tiles, q0 = tile * S;
-      block_plan plan(storage.data(), capacity, lists);
-      plan_blocks(mask, block_query{q0, std::min(q0 + S, lq), BK, problem_shape{lq, lk, bh / heads, bh % heads}}, plan);
-      index n = 0;
-      for (const block_run& run : plan.runs()) n += run.last - run.first;
-      blocks[static_cast<std::size_t>(it)] = n;
-      total += n;
-    }
+    for (const index n : blocks) total += n;
     auto heavy = [&](index n) { return n >= min_split_blocks && n * items > heavy_factor * total; };
     if (std::none_of(blocks.begin(), blocks.end(), heavy)) return schedule;
     const index part_blocks = std::max(min_part_blocks, (part_factor * total + items - 1) / items);
