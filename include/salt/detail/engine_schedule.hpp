@@ -52,7 +52,7 @@ struct engine_schedule {
 /// When a tile is cut: it plans at least min_split_blocks blocks and more than heavy_factor times the mean.
 /// Its partitions hold about part_factor times the mean (at least min_part_blocks), at most max_parts of them.
 /// A causal mask (at most twice the mean) and every mask that plans the same blocks per tile are never cut.
-inline constexpr index min_split_blocks = 16, heavy_factor = 4, part_factor = 2, min_part_blocks = 8, max_parts = 64;
+inline constexpr index min_split_blocks = 16, heavy_factor = 4, part_factor = 2, min_part_blocks = 8, max_parts = 16;
 
 /// The schedule of `items` = batch x heads x tiles items (item = (b x heads + h) x tiles + tile) under `mask`,
 /// counted on `threads` threads (the schedule does not depend on them).
