@@ -1,9 +1,12 @@
 // The complexity demo (the README's first command): every kernel salt has, over sequence lengths from
 // 512 up, timed on all cores; prints time, GFLOP/s, extra memory, the fitted growth exponent and, for
-// kernels that approximate, the error against exact attention; writes complexity.csv and, when gnuplot
-// is installed, complexity.png (time against L, log-log).
+// kernels that approximate, the error against exact attention; writes complexity.csv (a row per kernel per
+// length) and complexity_error.csv (error against budget), which scripts/plot_complexity.py draws.
+// Each kernel's length ladder is planned as it runs, from the times it has measured, so that every kernel
+// gets its share of the time budget and at least min_lengths lengths on any machine.
 //
-//   salt_demo [--max-seconds S] [--out DIR]
+//   salt_demo [--max-seconds S] [--max-length L] [--out DIR]
+//   salt_demo --list      (the kernels' names, one per line)
 #include <salt/salt.hpp>
 
 #include <algorithm>
@@ -46,6 +49,10 @@ struct kernel_entry {
   /// allow), "approximate" (then the error against exact attention is measured up to L = 4096) or another
   /// word for kernels whose definition is not an approximation of exact attention.
   std::string fidelity = "exact";
+  /// exact, sparse, low-rank, synthesizer, linear or lsh: the plot's colours.
+  std::string family = "exact";
+  /// Whether the exact attention it approximates is causal (its error is measured against that).
+  bool causal = false;
 };
 
 /// FLOPs of exact attention over `pairs` (query, key) pairs: 2 d for the logit, 2 dv for the output.
@@ -136,6 +143,20 @@ kernel_entry lsh_kernel(index rounds, index max_length) {
 
 std::vector<kernel_entry> all_kernels() {
   std::vector<kernel_entry> k;
+  // The family of each kernel, by its position in the list below.
+  const auto families = [&k] {
+    for (kernel_entry& e : k) {
+      const std::string& n = e.name;
+      auto starts = [&n](const char* prefix) { return n.rfind(prefix, 0) == 0; };
+      if (n == "dense" || n == "causal") e.family = "exact";
+      else if (starts("linformer")) e.family = "low-rank";
+      else if (starts("synth") || starts("dot + synth")) e.family = "synthesizer";
+      else if (starts("favor") || starts("relu") || starts("elu")) e.family = "linear";
+      else if (starts("lsh")) e.family = "lsh";
+      else e.family = "sparse";
+      e.causal = n.find("causal") != std::string::npos;
+    }
+  };
   k.push_back(exact_kernel("dense", 16384, [](index) { return salt::no_mask{}; }, 1.0));
   k.push_back(exact_kernel("causal", 65536, [](index) { return salt::causal{}; }, 0.5));
   namespace sb = salt::bench;
@@ -183,23 +204,28 @@ std::vector<kernel_entry> all_kernels() {
   k.push_back(linear_kernel<false>("elu+1", 262144, salt::elu_plus_one{}, d, 0));
   k.push_back(linear_kernel<true>("elu+1 causal", 262144, salt::elu_plus_one{}, d, 0));
   k.push_back(lsh_kernel(2, 262144));
+  families();
   return k;
 }
 
 /// One approximate kernel at one budget, for the table of errors against exact attention.
 struct fidelity_case {
   std::string family, budget, inputs;
+  double budget_value;  // k, m or rounds: the error plot's x
   std::function<double()> error;  // ||out - exact|| / ||exact|| at L = error_max_length
 };
 
 constexpr index error_max_length = 4096;  // errors need a dense run beside the kernel's
 
-/// ||out - exact|| / ||exact|| (Frobenius) of one call of `run` on `in`, exact being dense attention.
-double relative_error(attention_inputs& in, const runner& run) {
+/// ||out - exact|| / ||exact|| (Frobenius) of one call of `run` on `in`, exact being softmax attention over
+/// the same pairs: dense, or causal for a causal kernel (against dense, a causal kernel's error would be the
+/// distance between two different attentions, which the demo once printed as FAVOR+ causal's 2.7-3.3).
+double relative_error(attention_inputs& in, const runner& run, bool causal = false) {
   run(in);
   const salt::row_matrix<float> approx = Eigen::Map<const salt::row_matrix<float>>(in.out.data(), in.lq, d);
   salt::row_matrix<float> exact(in.lq, d);
-  salt::attention(in.qv(), in.kv(), in.vv(), salt::tensor_view<float>::of(exact));
+  if (causal) salt::attention(in.qv(), in.kv(), in.vv(), salt::tensor_view<float>::of(exact), salt::causal{});
+  else salt::attention(in.qv(), in.kv(), in.vv(), salt::tensor_view<float>::of(exact));
   return salt::bench::relative_error(approx, exact);
 }
 
@@ -208,7 +234,7 @@ std::vector<fidelity_case> fidelity_cases() {
   const std::string uniform = "q, k, v uniform in [-1, 1)";
   std::vector<fidelity_case> c;
   for (index k : {64, 256, 1024}) {
-    c.push_back({"linformer N(0, 1/k)", "k = " + std::to_string(k), uniform, [k] {
+    c.push_back({"linformer N(0, 1/k)", "k = " + std::to_string(k), uniform, static_cast<double>(k), [k] {
                    attention_inputs in(1, 1, 1, L, L, d);
                    return relative_error(in, linformer_kernel(k, 0).prepare(L));
                  }});
@@ -217,7 +243,7 @@ std::vector<fidelity_case> fidelity_cases() {
   // random projections mix every position into every projected key and do not approximate softmax
   // attention; how close Linformer comes depends on how well E and F fit the data (the paper learns them).
   for (index k : {64, 256, 1024}) {
-    c.push_back({"linformer mean-pool", "k = " + std::to_string(k), uniform, [k] {
+    c.push_back({"linformer mean-pool", "k = " + std::to_string(k), uniform, static_cast<double>(k), [k] {
                    salt::row_matrix<float> e = salt::row_matrix<float>::Zero(k, L);
                    for (index j = 0; j < L; ++j) e(j * k / L, j) = static_cast<float>(k) / static_cast<float>(L);
                    const auto proj = salt::linformer_projections<float>::from_matrices(salt::linformer_sharing::shared_kv, {e});
@@ -230,7 +256,7 @@ std::vector<fidelity_case> fidelity_cases() {
   // Random features estimate softmax well where query and key norms are small (their variance grows like
   // exp(|q' + k'|^2)): the inputs are halved.
   for (index m : {16, 64, 256, 1024}) {
-    c.push_back({"favor+ orthogonal", "m = " + std::to_string(m), "q, k in [-0.5, 0.5)", [m] {
+    c.push_back({"favor+ orthogonal", "m = " + std::to_string(m), "q, k in [-0.5, 0.5)", static_cast<double>(m), [m] {
                    attention_inputs in(1, 1, 1, L, L, d);
                    for (float& x : in.q) x *= 0.5f;
                    for (float& x : in.k) x *= 0.5f;
@@ -241,7 +267,7 @@ std::vector<fidelity_case> fidelity_cases() {
                  }});
   }
   for (index rounds : {1, 2, 4, 8}) {
-    c.push_back({"lsh, chunk 64", "rounds = " + std::to_string(rounds), "64 key clusters", [rounds] {
+    c.push_back({"lsh, chunk 64", "rounds = " + std::to_string(rounds), "64 key clusters", static_cast<double>(rounds), [rounds] {
                    const salt::bench::clustered_problem p(L, d);
                    const auto opt = salt::bench::reformer_options(L, rounds, false);
                    const auto rot = salt::lsh_rotations<float>::gaussian(1, d, opt, 7);
@@ -272,7 +298,7 @@ measurement measure(const kernel_entry& kernel, index L, int reps) {
   std::sort(t.begin(), t.end());
   const double median = t[t.size() / 2];
   const bool has_error = kernel.fidelity == "approximate" && L <= error_max_length;
-  const double error = has_error ? relative_error(in, run) : std::nan("");
+  const double error = has_error ? relative_error(in, run, kernel.causal) : std::nan("");
   return {L, median, kernel.flops(in) / median * 1e-9, extra, error};
 }
 
@@ -298,77 +324,128 @@ std::string human_bytes(double b) {
   return s;
 }
 
+/// The single-core FMA peak, robustly: the best of several short measurements (one low reading, taken while a
+/// neighbour loads the core, would make every "of peak" figure too high).
+double robust_fma_peak() {
+  double best = 0;
+  for (int r = 0; r < 5; ++r) best = std::max(best, salt::bench::measure_fma_peak_gflops<float>(0.06));
+  return best;
+}
+
+/// Each kernel's ladder: lengths 512, 1024, ... up to its max_length, at least min_lengths of them, and
+/// further lengths only while the time they are predicted to take fits the kernel's share of the budget.
+constexpr int min_lengths = 4;
+
+/// Calls a measurement at L makes: a warm-up, the timed ones, and for an approximate kernel an error run.
+int calls_at(index L) { return 1 + (L <= 4096 ? 5 : 3); }
+
 }  // namespace
 
 int main(int argc, char** argv) {
   double max_seconds = 150;  // leave the README's 3 minutes room for the build
+  salt::index max_length = salt::index{1} << 20;
   std::string out_dir = ".";
+  if (argc == 2 && std::string(argv[1]) == "--list") {  // the kernels, one per line, for tests
+    for (const auto& kernel : all_kernels()) std::printf("%s\n", kernel.name.c_str());
+    return 0;
+  }
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--max-seconds") max_seconds = std::atof(argv[i + 1]);
+    else if (flag == "--max-length") max_length = std::atol(argv[i + 1]);
     else if (flag == "--out") out_dir = argv[i + 1];
   }
   std::filesystem::create_directories(out_dir);
-  const double peak = salt::bench::measure_fma_peak_gflops<float>(0.3);
+  double peak = robust_fma_peak();
   int threads = 1;
 #if SALT_HAS_OPENMP
   threads = omp_get_max_threads();
 #endif
-  std::printf("salt complexity demo: d = %td, batch 1, one head, float, %d thread(s); FMA peak %.0f GFLOP/s per core\n\n",
-              d, threads, peak);
+  std::printf("salt complexity demo: d = %td, batch 1, one head, float, %d thread(s); FMA peak %.0f GFLOP/s per core"
+              " (best of 5 short runs)\n\n", d, threads, peak);
   std::printf("%-22s %8s %12s %10s %8s %12s %10s\n", "kernel", "L", "time", "GFLOP/s", "of peak", "extra mem", "rel. error");
 
-  const auto start = std::chrono::steady_clock::now();
+  const auto now = [] { return std::chrono::steady_clock::now(); };
+  const auto since = [&](auto t0) { return std::chrono::duration<double>(now() - t0).count(); };
+  const auto start = now();
   std::ofstream csv(out_dir + "/complexity.csv");
-  csv << "kernel,L,seconds,gflops,extra_bytes,error\n";
+  csv << "kernel,family,L,seconds,tokens_per_second,gflops,extra_bytes,error\n";
   const auto kernels = all_kernels();
   std::vector<std::pair<std::string, double>> exponents;
-  for (const auto& kernel : kernels) {
+  std::vector<std::string> shortened;
+  bool above_peak = false;
+  for (std::size_t n = 0; n < kernels.size(); ++n) {
+    const kernel_entry& kernel = kernels[n];
+    // This kernel's share: what is left of the budget, split over the kernels still to run.
+    const double share = std::max(0.0, max_seconds - since(start)) / static_cast<double>(kernels.size() - n);
+    const auto kernel_start = now();
     std::vector<measurement> ms;
-    for (salt::index L = 512; L <= kernel.max_length; L *= 2) {
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (elapsed > max_seconds) {
-        std::printf("%-22s %8td  (skipped: the demo's time budget of %.0f s is spent)\n", kernel.name.c_str(), L, max_seconds);
+    const salt::index top = std::min(kernel.max_length, max_length);
+    for (salt::index L = 512; L <= top; L *= 2) {
+      // A call at 2L takes the last call's time times the growth seen between the last two lengths
+      // (4 before there are two, as for a quadratic kernel).
+      double predicted = 0;
+      if (!ms.empty()) {
+        const double t = ms.back().seconds;
+        const double growth = ms.size() >= 2 ? std::clamp(t / ms[ms.size() - 2].seconds, 1.5, 4.5) : 4.0;
+        predicted = calls_at(L) * t * growth;
+      }
+      if (static_cast<int>(ms.size()) >= min_lengths && since(kernel_start) + predicted > share) {
+        shortened.push_back(kernel.name + ": to L = " + std::to_string(L / 2) + " (of " + std::to_string(top) + ")");
         break;
+      }
+      if (predicted > 3) {
+        std::printf("  ... %s at L = %td: about %.0f s\r", kernel.name.c_str(), L, predicted);
+        std::fflush(stdout);
       }
       const auto m = measure(kernel, L, L <= 4096 ? 5 : 3);
       ms.push_back(m);
       char err[32];
-      std::snprintf(err, sizeof err, "%s", kernel.fidelity == "approximate" ? "-" : kernel.fidelity.c_str());
+      std::snprintf(err, sizeof err, "%s", kernel.fidelity == "approximate" ? "(L>4096)" : kernel.fidelity.c_str());
       if (!std::isnan(m.error)) std::snprintf(err, sizeof err, "%.2e", m.error);
-      std::printf("%-22s %8td %10.3f ms %10.1f %7.0f%% %12s %10s\n", kernel.name.c_str(), L, m.seconds * 1e3, m.gflops,
-                  100 * m.gflops / (peak * threads), human_bytes(m.extra_bytes).c_str(), err);
-      csv << kernel.name << ',' << L << ',' << m.seconds << ',' << m.gflops << ',' << m.extra_bytes << ','
+      const double of_peak = 100 * m.gflops / (peak * threads);
+      above_peak |= of_peak > 100;
+      std::printf("%-22s %8td %10.3f ms %10.1f %7.0f%%%s %11s %10s\n", kernel.name.c_str(), L, m.seconds * 1e3,
+                  m.gflops, of_peak, of_peak > 100 ? "!" : " ", human_bytes(m.extra_bytes).c_str(), err);
+      csv << '"' << kernel.name << "\"," << kernel.family << ',' << L << ',' << m.seconds << ','
+          << static_cast<double>(L) / m.seconds << ',' << m.gflops << ',' << m.extra_bytes << ','
           << (std::isnan(m.error) ? std::string() : std::to_string(m.error)) << '\n';
       std::fflush(stdout);
     }
     exponents.emplace_back(kernel.name, growth_exponent(ms));
   }
   csv.close();
+  const double peak_after = robust_fma_peak();
+  std::printf("\nFMA peak re-measured at the end: %.0f GFLOP/s per core (start: %.0f)\n", peak_after, peak);
+  if (above_peak)
+    std::printf("! above 100%% of the peak: the peak was measured low (the core was shared); read those rows' share "
+                "against %.0f GFLOP/s\n", std::max(peak, peak_after));
+  std::printf("rel. error: ||out - exact|| / ||exact|| against softmax attention over the same pairs (causal for causal\n"
+              "kernels), measured up to L = %td, where exact attention is cheap enough to run beside; \"own kernel\"\n"
+              "and \"own logits\" kernels define attention of their own and approximate nothing; LSH's error is in the\n"
+              "last table, on keys that cluster, as LSH assumes.\n", error_max_length);
+  std::printf("extra mem: bytes allocated by the call beyond its inputs and outputs: per thread a few tiles (about\n"
+              "50 KiB at d = 64) and the block plans (24 bytes per key block), plus for masks whose tiles differ 8 bytes\n"
+              "per query tile; so it grows like L / 64 for the exact kernels.\n");
+  if (!shortened.empty()) {
+    std::printf("\nranges shortened to fit the %.0f s budget (--max-seconds raises it):\n", max_seconds);
+    for (const auto& line : shortened) std::printf("  %s\n", line.c_str());
+  }
 
   std::printf("\nfitted growth exponent (time ~ L^k, L >= 2048):\n");
   for (const auto& [name, k] : exponents) std::printf("  %-22s k = %.2f\n", name.c_str(), k);
 
   std::printf("\nerror against exact attention as the budget grows (L = %td, ||out - exact|| / ||exact||):\n",
               error_max_length);
-  for (const auto& c : fidelity_cases())
-    std::printf("  %-22s %-13s %-28s %.3e\n", c.family.c_str(), c.budget.c_str(), c.inputs.c_str(), c.error());
-
-  // The plot: one line per kernel, log-log.
-  const std::string script = out_dir + "/complexity.gp";
-  std::ofstream gp(script);
-  gp << "set terminal pngcairo size 1000,700 noenhanced\nset output '" << out_dir << "/complexity.png'\n"
-     << "set logscale xy 2\nset xlabel 'sequence length L'\nset ylabel 'time per call (s)'\n"
-     << "set title 'salt: time against sequence length (d = " << d << ", " << threads << " threads)'\n"
-     << "set key left top\nset grid\nset datafile separator ','\n"
-     << "plot for [k in '";
-  for (const auto& kernel : kernels) gp << kernel.name << ' ';
-  gp << "'] '" << out_dir << "/complexity.csv' using (strcol(1) eq k ? $2 : NaN):3 with linespoints title k\n";
-  gp.close();
-  if (std::system("command -v gnuplot > /dev/null 2>&1") == 0 && std::system(("gnuplot " + script).c_str()) == 0) {
-    std::printf("\nwrote %s/complexity.csv and %s/complexity.png\n", out_dir.c_str(), out_dir.c_str());
-  } else {
-    std::printf("\nwrote %s/complexity.csv (install gnuplot for the plot)\n", out_dir.c_str());
+  std::ofstream errors(out_dir + "/complexity_error.csv");
+  errors << "family,budget,budget_value,inputs,error\n";
+  for (const auto& c : fidelity_cases()) {
+    const double e = c.error();
+    std::printf("  %-22s %-13s %-28s %.3e\n", c.family.c_str(), c.budget.c_str(), c.inputs.c_str(), e);
+    errors << '"' << c.family << "\",\"" << c.budget << "\"," << c.budget_value << ",\"" << c.inputs << "\"," << e << '\n';
   }
+  errors.close();
+  std::printf("\nwrote %s/complexity.csv and %s/complexity_error.csv (scripts/plot_complexity.py draws them)\n",
+              out_dir.c_str(), out_dir.c_str());
   return 0;
 }

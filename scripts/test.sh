@@ -10,7 +10,8 @@
 # (default 60) each, whose new findings are reported, not failed on (FUZZ_FINDINGS=fail makes them fail).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh cmake make g++ clang libclang-rt-14-dev libomp-14-dev libeigen3-dev catch2 libbenchmark-dev
+scripts/install-deps.sh cmake make g++ clang libclang-rt-14-dev libomp-14-dev libeigen3-dev catch2 libbenchmark-dev \
+  python3-matplotlib
 jobs=$(nproc)
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
