@@ -424,9 +424,11 @@ int main(int argc, char** argv) {
               "kernels), measured up to L = %td, where exact attention is cheap enough to run beside; \"own kernel\"\n"
               "and \"own logits\" kernels define attention of their own and approximate nothing; LSH's error is in the\n"
               "last table, on keys that cluster, as LSH assumes.\n", error_max_length);
-  std::printf("extra mem: bytes allocated by the call beyond its inputs and outputs: per thread a few tiles (about\n"
-              "50 KiB at d = 64) and the block plans (24 bytes per key block), plus for masks whose tiles differ 8 bytes\n"
-              "per query tile; so it grows like L / 64 for the exact kernels.\n");
+  std::printf("extra mem: the peak of bytes the call allocates beyond its inputs and outputs. The engine's kernels\n"
+              "hold per thread a few tiles (50-65 KiB at d = 64) and the block plans (24 bytes per key block), and for\n"
+              "masks with global rows 8 bytes per query tile and the cut tiles' partial rows: it grows like L / 64.\n"
+              "LSH holds its sorted copies (rounds x L x (d + dv) values), the Sparse Transformer patterns their\n"
+              "passes' partial results (L x (dv + 1) each), causal linear attention its scan's block states.\n");
   if (!shortened.empty()) {
     std::printf("\nranges shortened to fit the %.0f s budget (--max-seconds raises it):\n", max_seconds);
     for (const auto& line : shortened) std::printf("  %s\n", line.c_str());
