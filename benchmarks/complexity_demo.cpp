@@ -72,7 +72,9 @@ kernel_entry exact_kernel(std::string name, index max_length, MakeMask make_mask
             const double lq = static_cast<double>(in.lq), lk = static_cast<double>(in.lk);
             if (flop_share > 0) return flop_share * pair_flops(lq * lk);
             return pair_flops(static_cast<double>(salt::plan_work<float>(make_mask(in.lk), in.dims()).visited_pairs));
-          }};
+          },
+          "exact",
+          flop_share > 0 ? "exact" : "sparse"};  // dense and causal count whole matrices; masks count their pairs
 }
 
 /// Linformer with k projected keys: 2 k L (d + dv) to project, 4 Lq k d to attend.
@@ -87,7 +89,8 @@ kernel_entry linformer_kernel(index k, index max_length) {
             const double kp = static_cast<double>(k);
             return 2.0 * kp * static_cast<double>(in.lk) * 2 * d + pair_flops(static_cast<double>(in.lq) * kp);
           },
-          "approximate"};
+          "approximate",
+          "low-rank"};
 }
 
 /// A Synthesizer score policy on the engine, dense mask: `logit_flops` per pair for its logits, 2 dv for
@@ -103,7 +106,8 @@ kernel_entry synthesizer_kernel(std::string name, index max_length, MakeScore ma
           [logit_flops](const attention_inputs& in) {
             return (logit_flops + 2.0 * d) * static_cast<double>(in.lq) * static_cast<double>(in.lk);
           },
-          "own logits"};  // learned logits: a model of its own, not an approximation of dot-product attention
+          "own logits",  // learned logits: a model of its own, not an approximation of dot-product attention
+          "synthesizer"};
 }
 
 /// Linear attention with feature map `map` (m features from p rows of W), non-causal or causal (chunked).
@@ -121,7 +125,9 @@ kernel_entry linear_kernel(std::string name, index max_length, Map map, index m,
           [m, p](const attention_inputs& in) {
             return salt::bench::linear_flops(in.lq, d, m, p, salt::detail::linear_default_chunk, Causal);
           },
-          std::move(fidelity)};
+          std::move(fidelity),
+          "linear",
+          Causal};
 }
 
 salt::random_features<float> demo_features(index m) { return salt::random_features<float>::orthogonal(m, d, 42); }
@@ -138,25 +144,12 @@ kernel_entry lsh_kernel(index rounds, index max_length) {
           [rounds](const attention_inputs& in) {
             return pair_flops(salt::lsh_visited_pairs(in.lq, salt::bench::reformer_options(in.lq, rounds, false)));
           },
-          "table below"};  // shared QK: errors are measured on clustered keys, against their own reference
+          "table below",  // shared QK: errors are measured on clustered keys, against their own reference
+          "lsh"};
 }
 
 std::vector<kernel_entry> all_kernels() {
   std::vector<kernel_entry> k;
-  // The family of each kernel, by its position in the list below.
-  const auto families = [&k] {
-    for (kernel_entry& e : k) {
-      const std::string& n = e.name;
-      auto starts = [&n](const char* prefix) { return n.rfind(prefix, 0) == 0; };
-      if (n == "dense" || n == "causal") e.family = "exact";
-      else if (starts("linformer")) e.family = "low-rank";
-      else if (starts("synth") || starts("dot + synth")) e.family = "synthesizer";
-      else if (starts("favor") || starts("relu") || starts("elu")) e.family = "linear";
-      else if (starts("lsh")) e.family = "lsh";
-      else e.family = "sparse";
-      e.causal = n.find("causal") != std::string::npos;
-    }
-  };
   k.push_back(exact_kernel("dense", 16384, [](index) { return salt::no_mask{}; }, 1.0));
   k.push_back(exact_kernel("causal", 65536, [](index) { return salt::causal{}; }, 0.5));
   namespace sb = salt::bench;
@@ -204,7 +197,6 @@ std::vector<kernel_entry> all_kernels() {
   k.push_back(linear_kernel<false>("elu+1", 262144, salt::elu_plus_one{}, d, 0));
   k.push_back(linear_kernel<true>("elu+1 causal", 262144, salt::elu_plus_one{}, d, 0));
   k.push_back(lsh_kernel(2, 262144));
-  families();
   return k;
 }
 

@@ -224,12 +224,12 @@ void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, 
   }
 }
 
-/// The rows of the call that tile `tile` of (b, h) writes.
+/// The rows of the call that tile `t` writes.
 template <class T, class Mask, class Score>
-tile_rows<T> call_rows(const engine_problem<T, Mask, Score>& pb, index b, index h, index tile) noexcept {
-  const index q0 = tile * tile_shape<T>::query_tile;
-  const head_view<T> O = pb.out.head(b, h);
-  return {O.row(q0), O.row_stride, pb.lse.data ? pb.lse.head(b, h) + q0 : nullptr};
+tile_rows<T> call_rows(const engine_problem<T, Mask, Score>& pb, const tile_item& t) noexcept {
+  const index q0 = t.tile * tile_shape<T>::query_tile;
+  const head_view<T> O = pb.out.head(t.b, t.h);
+  return {O.row(q0), O.row_stride, pb.lse.data ? pb.lse.head(t.b, t.h) + q0 : nullptr};
 }
 
 /// Runs a schedule that cuts tiles (engine_schedule.hpp): every job, then every cut tile's merge.
@@ -237,33 +237,33 @@ template <class T, class Mask, class Score>
 void run_split_schedule(const engine_problem<T, Mask, Score>& pb, const engine_schedule& schedule, index tiles) {
   constexpr index S = tile_shape<T>::query_tile;
   const index d = pb.q.features, dv = pb.v.features, lk = pb.k.tokens, lq = pb.q.tokens;
-  const index part_size = S * (std::max<index>(dv, 1) + 1);  // a partition's rows, then their LSEs
+  const index row = std::max<index>(dv, 1), part_size = S * (row + 1);  // a partition's rows, then their LSEs
   // Partitions are the schedule's first jobs: job j < parts holds its rows at scratch[j x part_size].
   index parts = 0;
   for (const split_tile& cut : schedule.splits) parts += cut.parts;
   std::vector<T> scratch(static_cast<std::size_t>(parts * part_size));
   auto part_rows = [&](index job) {
     T* rows = scratch.data() + job * part_size;
-    return tile_rows<T>{rows, dv, rows + S * std::max<index>(dv, 1)};
+    return tile_rows<T>{rows, dv, rows + S * row};
   };
   const index jobs = static_cast<index>(schedule.jobs.size());
   parallel_for(
       jobs, thread_count(pb.threads, jobs), [&] { return engine_workspace<T>(d, dv, lk, plan_lists_v<Mask>); },
       [&](index j, engine_workspace<T>& ws) {
         const engine_job& job = schedule.jobs[static_cast<std::size_t>(j)];
-        const index tile = job.item % tiles, bh = job.item / tiles, b = bh / pb.q.heads, h = bh % pb.q.heads;
-        run_query_tile(pb, b, h, tile, ws, job.blocks, job.split < 0 ? call_rows(pb, b, h, tile) : part_rows(j));
+        const tile_item t = tile_item::of(job.item, pb.q.heads, tiles);
+        run_query_tile(pb, t.b, t.h, t.tile, ws, job.blocks, job.partition ? part_rows(j) : call_rows(pb, t));
       });
   std::vector<const T*> outs(static_cast<std::size_t>(parts)), lses(static_cast<std::size_t>(parts));
   for (index j = 0; j < parts; ++j) outs[static_cast<std::size_t>(j)] = part_rows(j).out, lses[static_cast<std::size_t>(j)] = part_rows(j).lse;
   const index splits = static_cast<index>(schedule.splits.size());
   parallel_for(splits, thread_count(pb.threads, splits), [] { return no_workspace{}; }, [&](index s, no_workspace&) {
     const split_tile& cut = schedule.splits[static_cast<std::size_t>(s)];
-    const index tile = cut.item % tiles, bh = cut.item / tiles, b = bh / pb.q.heads, h = bh % pb.q.heads;
-    const index nq = std::min(S, lq - tile * S);
+    const tile_item t = tile_item::of(cut.item, pb.q.heads, tiles);
+    const index nq = std::min(S, lq - t.tile * S);
     const auto first = static_cast<std::size_t>(cut.first_job), parts = static_cast<std::size_t>(cut.parts);
     const lse_parts_view<T> view{{outs.data() + first, parts}, {lses.data() + first, parts}, nq, dv, dv, 1, nullptr};
-    const tile_rows<T> dst = call_rows(pb, b, h, tile);
+    const tile_rows<T> dst = call_rows(pb, t);
     merge_rows_by_lse(view, 0, nq, head_view<T>{dst.out, nq, dv, dst.out_stride}, dst.lse);
   });
 }
@@ -284,8 +284,8 @@ void run_engine(const engine_problem<T, Mask, Score>& pb) {
   parallel_for(
       items, thread_count(pb.threads, items), [&] { return engine_workspace<T>(d, dv, lk, lists); },
       [&](index it, engine_workspace<T>& ws) {
-        const index tile = it % tiles, bh = it / tiles, b = bh / pb.q.heads, h = bh % pb.q.heads;
-        run_query_tile(pb, b, h, tile, ws, block_range{}, call_rows(pb, b, h, tile));
+        const tile_item t = tile_item::of(it, pb.q.heads, tiles);
+        run_query_tile(pb, t.b, t.h, t.tile, ws, block_range{}, call_rows(pb, t));
       });
 }
 

@@ -20,6 +20,15 @@
 
 namespace salt::detail {
 
+/// Work item `item` of the engine's numbering, (b x heads + h) x tiles + tile, as its coordinates.
+struct tile_item {
+  index b, h, tile;
+  static tile_item of(index item, index heads, index tiles) noexcept {
+    const index bh = item / tiles;
+    return {bh / heads, bh % heads, item % tiles};
+  }
+};
+
 /// Planned blocks [first, last) of a tile, counted in plan order: the whole plan, or one key partition.
 struct block_range {
   index first = 0;
@@ -33,12 +42,11 @@ struct split_tile {
   index first_job = 0;  ///< jobs [first_job, first_job + parts) are its partitions, in order
 };
 
-/// One work item: a whole tile (split < 0) or partition `part` of splits[split].
+/// One work item: a whole tile, or one key partition of a cut tile (the schedule's first jobs).
 struct engine_job {
   index item = 0;
   block_range blocks;
-  index split = -1;
-  index part = 0;
+  bool partition = false;
 };
 
 /// The work of one call. No jobs: every item is one whole tile, run in item order.
@@ -75,10 +83,10 @@ engine_schedule schedule_tiles(const Mask& mask, index batch, index heads, index
     const index runs = (items + per - 1) / per;
     parallel_for(runs, thread_count(threads, runs), make, [&](index r, std::vector<block_run>& storage) {
       for (index it = r * per; it < std::min(items, (r + 1) * per); ++it) {
-        const index tile = it % tiles, bh = it / tiles, q0 = tile * S;
+        const tile_item t = tile_item::of(it, heads, tiles);
+        const index q0 = t.tile * S;
         block_plan plan(storage.data(), capacity, lists);
-        plan_blocks(mask, block_query{q0, std::min(q0 + S, lq), BK, problem_shape{lq, lk, bh / heads, bh % heads}},
-                    plan);
+        plan_blocks(mask, block_query{q0, std::min(q0 + S, lq), BK, problem_shape{lq, lk, t.b, t.h}}, plan);
         index n = 0;
         for (const block_run& run : plan.runs()) n += run.last - run.first;
         blocks[static_cast<std::size_t>(it)] = n;
@@ -94,12 +102,11 @@ engine_schedule schedule_tiles(const Mask& mask, index batch, index heads, index
       const index n = blocks[static_cast<std::size_t>(it)];
       if (!heavy(n)) continue;
       const index parts = std::min(max_parts, (n + part_blocks - 1) / part_blocks);
-      const index split = static_cast<index>(schedule.splits.size());
       schedule.splits.push_back({it, parts, static_cast<index>(schedule.jobs.size())});
-      for (index p = 0; p < parts; ++p) schedule.jobs.push_back({it, {n * p / parts, n * (p + 1) / parts}, split, p});
+      for (index p = 0; p < parts; ++p) schedule.jobs.push_back({it, {n * p / parts, n * (p + 1) / parts}, true});
     }
     for (index it = 0; it < items; ++it)
-      if (!heavy(blocks[static_cast<std::size_t>(it)])) schedule.jobs.push_back({it, {}, -1, 0});
+      if (!heavy(blocks[static_cast<std::size_t>(it)])) schedule.jobs.push_back({it, {}, false});
     return schedule;
   }
 }
