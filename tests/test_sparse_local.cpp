@@ -257,7 +257,8 @@ TEMPLATE_TEST_CASE("a tile whose rows see every key is cut into key partitions, 
   // tiles into key partitions (detail/engine_schedule.hpp). A NaN value at a key only global rows see must
   // reach them through the merge, and the result must not depend on the number of threads.
   using T = TestType;
-  const idx L = 4096, d = 16;
+  const idx L = GENERATE(idx{4096}, idx{4133}), d = 16;  // a whole number of tiles, and not
+  CAPTURE(L);
   random_source rng(41);
   const salt::row_matrix<T> q = rng.matrix<T>(L, d), k = rng.matrix<T>(L, d);
   salt::row_matrix<T> v = rng.matrix<T>(L, d);
