@@ -19,9 +19,15 @@ namespace salt {
 /// call.
 template <class T>
 struct bias_table {
-  const T* data = nullptr;
-  index rows = 0, cols = 0;  ///< must equal (Lq, Lk)
+  const T* data = nullptr;  ///< bias (0, 0, 0, 0); viewed, not owned
+  /// The table's shape, which must equal (Lq, Lk).
+  /// @{
+  index rows = 0, cols = 0;
+  /// @}
+  /// Elements from one query row, head and batch item of the table to the next; 0 shares it.
+  /// @{
   index row_stride = 0, head_stride = 0, batch_stride = 0;
+  /// @}
 
   /// One (Lq, Lk) table shared by every batch item and head, from a row-major matrix or a view of one
   /// (a Map, a Block). A temporary matrix would be freed before the policy is used: a compile error.
@@ -35,10 +41,14 @@ struct bias_table {
     return {m.data(), m.rows(), m.cols(), m.outerStride(), 0, 0};
   }
 
+  /// score_policy_for: no dot product of its own (add it with `dot_product{} + table`).
   static constexpr bool uses_dot_product() { return false; }
+  /// score_policy_for: `apply` adds the bias.
   static constexpr bool is_identity() { return false; }
+  /// Unused: the policy has no dot product.
   double dot_scale(index) const noexcept { return 0; }
 
+  /// Adds the table's entries of the tile's (query, key) pairs to its logits; O(queries * keys).
   template <class U>
   void apply(const logit_tile<U>& t, const problem_shape& p) const noexcept {
     const T* base = data + p.batch * batch_stride + p.head * head_stride + t.q_begin * row_stride + t.k_begin;
@@ -48,6 +58,7 @@ struct bias_table {
     }
   }
 
+  /// Throws salt::error naming `api` when the table is not (Lq, Lk).
   void check(const problem_dims& dims, const char* api) const {
     detail::require(rows == dims.lq && cols == dims.lk, api, ": bias_table is ", rows, " x ", cols,
                     " but the scores are ", dims.lq, " x ", dims.lk);
@@ -61,10 +72,14 @@ struct bias_table {
 struct alibi {
   borrowed_span<const double> slopes = {};  ///< (q_heads): one per query head
 
+  /// score_policy_for: no dot product of its own (add it with `dot_product{} + alibi{slopes}`).
   static constexpr bool uses_dot_product() { return false; }
+  /// score_policy_for: `apply` adds the linear bias.
   static constexpr bool is_identity() { return false; }
+  /// Unused: the policy has no dot product.
   double dot_scale(index) const noexcept { return 0; }
 
+  /// Subtracts slopes[h] * |i' - j| from each logit of the tile; O(queries * keys).
   template <class U>
   void apply(const logit_tile<U>& t, const problem_shape& p) const noexcept {
     const U slope = static_cast<U>(slopes[p.head]);
@@ -75,6 +90,7 @@ struct alibi {
     }
   }
 
+  /// Throws salt::error naming `api` when there are fewer slopes than query heads.
   void check(const problem_dims& dims, const char* api) const {
     detail::require(static_cast<index>(slopes.size()) >= dims.q_heads, api, ": alibi has ", slopes.size(),
                     " slopes for ", dims.q_heads, " query heads");

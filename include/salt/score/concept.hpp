@@ -16,11 +16,18 @@ namespace salt {
 /// k_begin + j, stored at data[j * stride + i]. Key-major because the engine vectorises across queries.
 template <class T>
 struct logit_tile {
-  T* data = nullptr;
-  index stride = 0;
+  T* data = nullptr;  ///< the engine's workspace: (keys, stride), key-major; valid during `apply` only
+  index stride = 0;   ///< elements from one key's row of logits to the next (>= queries)
+  /// The tile's first query and first key (positions in the sequence).
+  /// @{
   index q_begin = 0, k_begin = 0;
+  /// @}
+  /// The tile's extent: queries q_begin ... q_begin + queries - 1, keys k_begin ... k_begin + keys - 1.
+  /// @{
   index queries = 0, keys = 0;
+  /// @}
 
+  /// The logit of query q_begin + i against key k_begin + j.
   T& at(index i, index j) const noexcept { return data[j * stride + i]; }
   /// The logits of key k_begin + j against queries q_begin ... q_begin + queries - 1, contiguous.
   T* key_row(index j) const noexcept { return data + j * stride; }

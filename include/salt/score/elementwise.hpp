@@ -46,10 +46,14 @@ struct elementwise_score {
   F f;                                ///< the score modification
   [[no_unique_address]] Inner inner{};  ///< where the logits f receives come from
 
+  /// score_policy_for: as `inner`.
   static constexpr bool uses_dot_product() { return Inner::uses_dot_product(); }
+  /// score_policy_for: `apply` calls f.
   static constexpr bool is_identity() { return false; }
+  /// `inner`'s scale.
   double dot_scale(index d) const noexcept { return inner.dot_scale(d); }
 
+  /// Applies `inner`, then replaces each logit s of the tile with f(s, b, h, q, k); queries * keys calls of f.
   template <class U>
   void apply(const logit_tile<U>& t, const problem_shape& p) const noexcept {
     inner.apply(t, p);
@@ -62,6 +66,7 @@ struct elementwise_score {
     }
   }
 
+  /// `inner`'s check, when it has one.
   template <class Dims>
   void check(const Dims& dims, const char* api) const {
     if constexpr (requires { inner.check(dims, api); }) inner.check(dims, api);

@@ -13,13 +13,17 @@ namespace salt {
 /// Soft-capping of another score policy's logits: s -> cap * tanh(s / cap).
 template <class Inner = dot_product>
 struct softcap {
-  double cap = 50.0;
-  [[no_unique_address]] Inner inner{};
+  double cap = 50.0;                    ///< the bound of the logits, > 0
+  [[no_unique_address]] Inner inner{};  ///< the policy whose logits are capped
 
+  /// score_policy_for: as `inner`.
   static constexpr bool uses_dot_product() { return Inner::uses_dot_product(); }
+  /// score_policy_for: `apply` caps.
   static constexpr bool is_identity() { return false; }
+  /// `inner`'s scale.
   double dot_scale(index d) const noexcept { return inner.dot_scale(d); }
 
+  /// Applies `inner`, then cap * tanh(s / cap) to every logit of the tile; O(queries * keys).
   template <class U>
   void apply(const logit_tile<U>& t, const problem_shape& p) const noexcept {
     inner.apply(t, p);
@@ -31,12 +35,14 @@ struct softcap {
     }
   }
 
+  /// Throws salt::error naming `api` when cap <= 0 (or NaN), then runs `inner`'s check.
   void check(const problem_dims& dims, const char* api) const {
     detail::require(cap > 0, api, ": softcap cap must be positive, got ", cap);
     if constexpr (requires { inner.check(dims, api); }) inner.check(dims, api);
   }
 };
 
+/// `salt::softcap{30.0}` caps the scaled dot product.
 softcap(double) -> softcap<dot_product>;
 
 }  // namespace salt

@@ -15,18 +15,23 @@ template <class A, class B>
 struct score_sum {
   static_assert(!(A::uses_dot_product() && B::uses_dot_product()),
                 "salt::operator+ on score policies: at most one term may use the dot product.");
-  [[no_unique_address]] A a;
-  [[no_unique_address]] B b;
+  [[no_unique_address]] A a;  ///< the first term, applied first
+  [[no_unique_address]] B b;  ///< the second term, applied to what `a` left
 
+  /// score_policy_for: whether either term uses the dot product.
   static constexpr bool uses_dot_product() { return A::uses_dot_product() || B::uses_dot_product(); }
+  /// score_policy_for: whether both terms' `apply` do nothing.
   static constexpr bool is_identity() { return A::is_identity() && B::is_identity(); }
+  /// The scale of the term that uses the dot product.
   double dot_scale(index d) const noexcept { return A::uses_dot_product() ? a.dot_scale(d) : b.dot_scale(d); }
 
+  /// `a.apply`, then `b.apply`, on the same tile.
   template <class U>
   void apply(const logit_tile<U>& t, const problem_shape& p) const noexcept {
     a.apply(t, p);
     b.apply(t, p);
   }
+  /// The terms' own checks, `a`'s first.
   template <class Dims>
   void check(const Dims& dims, const char* api) const {
     if constexpr (requires { a.check(dims, api); }) a.check(dims, api);
@@ -34,7 +39,7 @@ struct score_sum {
   }
 };
 
-/// Sum of two score sources.
+/// Sum of two score sources: `score_sum<A, B>{a, b}`, holding copies of both (views stay views).
 template <score_policy A, score_policy B>
 constexpr score_sum<A, B> operator+(const A& a, const B& b) {
   return {a, b};
