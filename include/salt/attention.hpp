@@ -29,6 +29,15 @@ namespace salt {
 /// Multi-head attention over strided (batch, heads, tokens, features) views, written into `out`.
 /// K/V may have fewer heads than Q (grouped-query: query head h reads K/V head h / (Hq / Hkv)).
 /// `lse`, when given, receives the natural-log log-sum-exp of every query row.
+///
+/// Shapes: q (B, Hq, Lq, d), k (B, Hkv, Lk, d), v (B, Hkv, Lk, dv), out (B, Hq, Lq, dv), lse (B, Hq, Lq);
+/// Hkv divides Hq. The views are read (and out written) in place during the call; nothing is kept after
+/// it, and out may not overlap an input. Time O(visited pairs * (d + dv)): Lq * Lk * (d + dv) for a dense
+/// mask, the mask's visited blocks for a sparse one (plan_work counts them). Memory beyond out: one
+/// workspace per thread of O(tile * (d + dv) + Lk / block) values, the partial rows of tiles cut for load
+/// balance, and O(L (d + dv)) for a causal Sparse Transformer pattern's two passes; never Lq x Lk. Throws
+/// salt::error naming salt::attention for mismatched shapes, an overlapping out, negative threads, or a
+/// policy's failed check; nothing is written then.
 template <class T, mask_policy Mask = no_mask, score_policy_for<T> Score = dot_product>
 void attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
                const tensor_view<T>& out, const lse_view<T>& lse, const Mask& mask = {}, const Score& score = {},
@@ -45,7 +54,7 @@ void attention(const input_view<T>& q, const input_view<T>& k, const input_view<
   detail::run_engine(problem);
 }
 
-/// Multi-head attention without the log-sum-exp.
+/// Multi-head attention without the log-sum-exp: as the overload above, with no lse.
 template <class T, mask_policy Mask = no_mask, score_policy_for<T> Score = dot_product>
 void attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
                const tensor_view<T>& out, const Mask& mask = {}, const Score& score = {},
@@ -53,8 +62,9 @@ void attention(const input_view<T>& q, const input_view<T>& k, const input_view<
   attention(q, k, v, out, lse_view<T>{}, mask, score, opts);
 }
 
-/// One head: q (Lq, d), k (Lk, d), v (Lk, dv) -> output (Lq, dv) and log-sum-exp (Lq).
-/// Row-major inputs and row blocks are read in place; a column-major input is copied once.
+/// One head: q (Lq, d), k (Lk, d), v (Lk, dv) -> output (Lq, dv) and log-sum-exp (Lq), both owned by the
+/// result. Row-major inputs and row blocks are read in place; a column-major input is copied once. Cost and
+/// errors as the multi-head overload.
 template <class DQ, class DK, class DV, mask_policy Mask = no_mask,
           score_policy_for<typename DQ::Scalar> Score = dot_product>
 attention_result<typename DQ::Scalar> attention_with_lse(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k,

@@ -28,14 +28,20 @@ class block_mask;
 /// (e.g. plan_work for another scalar type) is planned by `Mask` itself.
 template <mask_policy Mask>
 struct planned_mask_view {
-  Mask pattern;
-  const block_run* runs = nullptr;    // every tile's runs, one list after another
-  const index* first_run = nullptr;   // (batch * heads * tiles + 1): where tile t's runs start
-  problem_dims dims;                  // the sizes the plans were built for
+  Mask pattern;                       ///< the planned mask (a copy): it answers allows() and unstored tiles
+  const block_run* runs = nullptr;    ///< every tile's runs, one list after another (the block_mask's storage)
+  const index* first_run = nullptr;   ///< (batch * heads * tiles + 1): where tile t's runs start
+  problem_dims dims;                  ///< the sizes the plans were built for
+  /// The geometry of the stored plans: queries per tile, keys per key block, query tiles per head.
+  /// @{
   index query_tile = 0, key_block = 0, tiles = 0;
+  /// @}
 
+  /// mask_policy: `pattern`'s answer.
   bool allows(index q, index k, const problem_shape& s) const noexcept { return pattern.allows(q, k, s); }
+  /// mask_policy: as `Mask`.
   static constexpr bool is_always_full() { return Mask::is_always_full(); }
+  /// column_mask: `pattern`'s answer (through `allows` when `Mask` has no allowed_queries).
   query_bits allowed_queries(index k, index q_begin, index count, const problem_shape& s) const noexcept {
     return detail::allowed_queries(pattern, k, q_begin, count, s);
   }
@@ -56,6 +62,8 @@ struct planned_mask_view {
   /// The pattern's own planning may need spares when a caller asks for a tile that is not stored.
   static constexpr index plan_lists() { return plan_lists_v<Mask>; }
 
+  /// Throws salt::error naming `api` when the call's batch, query heads, Lq or Lk differ from `dims`; then
+  /// runs `pattern`'s own check.
   void check(const problem_dims& call, const char* api) const {
     detail::require(call.batch == dims.batch && call.q_heads == dims.q_heads && call.lq == dims.lq && call.lk == dims.lk,
                     api, ": the block_mask was built for batch ", dims.batch, ", ", dims.q_heads, " query heads, lq ",
@@ -105,6 +113,7 @@ class block_mask {
     return {pattern_, runs_.data(), first_run_.data(), dims_, query_tile, key_block,
             (dims_.lq + query_tile - 1) / query_tile};
   }
+  /// On a temporary block_mask: a compile error (the view would outlive the plans).
   template <class Self = block_mask>
   planned_mask_view<pattern_type> mask() const&& noexcept {
     static_assert(sizeof(Self) == 0,
@@ -113,6 +122,7 @@ class block_mask {
     return {};
   }
 
+  /// The sizes the plans were built for.
   const problem_dims& dims() const noexcept { return dims_; }
   /// Runs of visited key blocks stored over all tiles.
   index stored_runs() const noexcept { return static_cast<index>(runs_.size()); }

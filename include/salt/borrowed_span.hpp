@@ -25,7 +25,10 @@ namespace salt {
 template <class T>
 class borrowed_span : public std::span<T> {
  public:
+  /// An empty span.
   borrowed_span() = default;
+  /// Views `data` (an lvalue range or a borrowed range of T) without copying it; O(1). A temporary container
+  /// is a compile error.
   template <class R>
     requires(!std::same_as<std::remove_cvref_t<R>, borrowed_span>) && std::constructible_from<std::span<T>, R&>
   constexpr borrowed_span(R&& data)  // NOLINT: converts like a span
@@ -39,6 +42,9 @@ class borrowed_span : public std::span<T> {
 
 }  // namespace salt
 
-/// A borrowed_span is a view: iterators taken from a temporary one stay valid, like std::span's.
+// A borrowed_span is a view: iterators taken from a temporary one stay valid, like std::span's.
+// (Hidden from the reference: a specialisation in namespace std, not a name of salt.)
+/// \cond
 template <class T>
 inline constexpr bool std::ranges::enable_borrowed_range<salt::borrowed_span<T>> = true;
+/// \endcond

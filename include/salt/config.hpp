@@ -5,10 +5,12 @@
 #include <cassert>
 #include <cstdint>
 
-#define SALT_VERSION_MAJOR 0
-#define SALT_VERSION_MINOR 1
-#define SALT_VERSION_PATCH 0
+#define SALT_VERSION_MAJOR 0  ///< Major version of salt; find_package(salt) accepts a request with the same major.
+#define SALT_VERSION_MINOR 1  ///< Minor version.
+#define SALT_VERSION_PATCH 0  ///< Patch version.
 
+/// 1 when the kernels parallelise with OpenMP: the translation unit is compiled with OpenMP (`_OPENMP`)
+/// and SALT_NO_OPENMP is not defined; 0 otherwise (every call then runs on the calling thread).
 #if defined(_OPENMP) && !defined(SALT_NO_OPENMP)
 #define SALT_HAS_OPENMP 1
 #else

@@ -41,8 +41,8 @@ namespace salt {
 /// attention_with_lse returns, and the partial result merge_by_lse merges.
 template <class T>
 struct attention_result {
-  row_matrix<T> out;  // (Lq, dv)
-  column<T> lse;      // (Lq)
+  row_matrix<T> out;  ///< (Lq, dv), row-major: one query per row
+  column<T> lse;      ///< (Lq): natural-log log-sum-exp of each row's logits, -inf for a row that sees no key
 };
 
 

@@ -16,9 +16,9 @@ namespace salt {
 /// Work of one call: blocks are (query tile x key block) tiles; pairs are the query-key pairs inside
 /// visited blocks, clipped to the sequence lengths.
 struct attention_work {
-  index visited_blocks = 0;
+  index visited_blocks = 0;  ///< (query tile, key block) tiles the engine visits, over all batch items and heads
   index full_blocks = 0;  ///< visited blocks that need no per-pair mask test
-  index visited_pairs = 0;
+  index visited_pairs = 0;  ///< (query, key) pairs inside the visited blocks, clipped to Lq and Lk
 };
 
 template <class T, mask_policy Mask>
@@ -57,6 +57,8 @@ attention_work passes_work(const Mask& mask, const problem_dims& dims) {
 
 /// The work the engine does for `mask` at these sizes with scalar type T (the tile shape depends on it),
 /// under the scaled dot product: the causal Sparse Transformer patterns count the passes they run as.
+/// Plans every (batch item, query head, query tile) as a call would, without computing anything: O(the
+/// plans' runs) time beyond the mask's planning, one plan's storage of memory. The mask is not checked.
 template <class T, mask_policy Mask>
 attention_work plan_work(const Mask& mask, const problem_dims& dims) {
   if constexpr (detail::runs_as_passes<Mask, dot_product>) {

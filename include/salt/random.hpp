@@ -15,6 +15,7 @@ namespace salt {
 /// xoshiro256** (Blackman and Vigna), seeded through splitmix64 as its authors recommend.
 class random_generator {
  public:
+  /// The generator for `seed`: every seed, 0 included, gives a valid state; the same seed, the same stream.
   explicit random_generator(std::uint64_t seed) noexcept {
     for (std::uint64_t& s : state_) s = splitmix64(seed);
   }

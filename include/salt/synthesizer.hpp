@@ -87,10 +87,10 @@ inline void check_synthesizer_positions(const char* api, const char* name, const
 
 /// Synthesizer Random: a learned (max_len, max_len) logit table per head, sliced to (Lq, Lk). Adds
 /// table[h][query_offset + i][j] to the logit of query i and key j. Tables lie at
-/// data + h * head_stride + row * row_stride + column.
+/// data + h * head_stride + row * row_stride + column; they are viewed, not copied, and must outlive the call.
 template <class T>
 struct synthesizer_random {
-  const T* data = nullptr;
+  const T* data = nullptr;  ///< head 0's table, row 0; viewed, not owned
   index heads = 1;         ///< 1: one table for every query head; else one per query head
   index max_len = 0;       ///< the table is max_len x max_len
   index row_stride = 0;    ///< elements between rows (max_len when contiguous)
@@ -98,7 +98,7 @@ struct synthesizer_random {
   index query_offset = 0;  ///< table row of query 0; Lk - Lq lines the rows up with causal's default when decoding
 
   /// One (max_len, max_len) table shared by every head, from a row-major matrix (not copied: it must
-  /// outlive the policy, so a temporary matrix does not compile).
+  /// outlive the policy, so a temporary matrix does not compile). Throws salt::error when it is not square.
   template <class Derived>
   static synthesizer_random shared(Derived&& table) {
     static_assert(!detail::dangling_table<Derived>,
@@ -110,15 +110,20 @@ struct synthesizer_random {
                     " x ", table.cols(), " but must be square (max_len x max_len)");
     return {table.data(), 1, table.rows(), table.outerStride(), 0, 0};
   }
-  /// `heads` contiguous (max_len, max_len) row-major tables, one per query head.
+  /// `heads` contiguous (max_len, max_len) row-major tables, one per query head, at data (viewed: it must
+  /// outlive the policy).
   static synthesizer_random per_head(const T* data, index heads, index max_len) {
     return {data, heads, max_len, max_len, max_len * max_len, 0};
   }
 
+  /// score_policy_for: no dot product of its own (mix one in with `dot_product{} + synthesizer`).
   static constexpr bool uses_dot_product() { return false; }
+  /// score_policy_for: `apply` adds the synthesized logits.
   static constexpr bool is_identity() { return false; }
+  /// Unused: the policy has no dot product.
   double dot_scale(index) const noexcept { return 0; }
 
+  /// Adds the table's entries of the tile's (query, key) pairs to its logits; O(queries * keys).
   template <class U>
   void apply(const logit_tile<U>& t, const problem_shape& p) const noexcept {
     const T* base =
@@ -132,6 +137,8 @@ struct synthesizer_random {
     }
   }
 
+  /// Throws salt::error naming `api` when there is no table, a row is shorter than max_len, `heads` is not 1
+  /// or Hq, or the call has more keys than max_len, or more query rows than the table has from query_offset.
   void check(const problem_dims& dims, const char* api) const {
     detail::require(data != nullptr || max_len == 0, api, ": synthesizer_random has no table");
     detail::require(row_stride >= max_len && head_stride >= 0, api, ": synthesizer_random row_stride ", row_stride,
@@ -144,18 +151,19 @@ struct synthesizer_random {
 
 /// Factorized Synthesizer Random: logits R1 R2^T of rank `rank`, computed tile by tile (the max_len x
 /// max_len product is never formed). Adds sum_r R1[h][query_offset + i][r] * R2[h][j][r] to logit (i, j).
-/// R1 and R2 are (heads, max_len, rank), row-major and contiguous.
+/// R1 and R2 are (heads, max_len, rank), row-major and contiguous; viewed, not copied: they must outlive the call.
 template <class T>
 struct synthesizer_factorized {
   const T* r1 = nullptr;  ///< (heads, max_len, rank): the query side
   const T* r2 = nullptr;  ///< (heads, max_len, rank): the key side
   index heads = 1;        ///< 1: shared by every query head; else one pair per query head
-  index max_len = 0;
-  index rank = 0;
+  index max_len = 0;       ///< positions: rows of R1 and of R2
+  index rank = 0;          ///< columns of R1 and R2
   index query_offset = 0;  ///< row of R1 for query 0 (see synthesizer_random)
 
   /// One (R1, R2) pair shared by every head, from row-major (max_len, rank) matrices (not copied: they must
-  /// outlive the policy, so temporary matrices do not compile).
+  /// outlive the policy, so temporary matrices do not compile). Throws salt::error when their shapes differ
+  /// or either is not contiguous.
   template <class D1, class D2>
   static synthesizer_factorized shared(D1&& r1, D2&& r2) {
     static_assert(!detail::dangling_table<D1> && !detail::dangling_table<D2>,
@@ -172,15 +180,20 @@ struct synthesizer_factorized {
                     " for ", r1.cols(), " columns)");
     return {r1.data(), r2.data(), 1, r1.rows(), r1.cols(), 0};
   }
-  /// `heads` contiguous (max_len, rank) pairs, one per query head.
+  /// `heads` contiguous (max_len, rank) pairs, one per query head, at r1 and r2 (viewed: they must outlive
+  /// the policy).
   static synthesizer_factorized per_head(const T* r1, const T* r2, index heads, index max_len, index rank) {
     return {r1, r2, heads, max_len, rank, 0};
   }
 
+  /// score_policy_for: no dot product of its own (mix one in with `dot_product{} + synthesizer`).
   static constexpr bool uses_dot_product() { return false; }
+  /// score_policy_for: `apply` adds the synthesized logits.
   static constexpr bool is_identity() { return false; }
+  /// Unused: the policy has no dot product.
   double dot_scale(index) const noexcept { return 0; }
 
+  /// Adds the tile's block of R1 R2^T to its logits: queries * keys * rank multiply-adds, no allocation.
   template <class U>
   void apply(const logit_tile<U>& t, const problem_shape& p) const noexcept {
     if (rank == 0 || t.keys == 0) return;  // nothing to add; R1, R2 or the tile may then be absent (null)
@@ -203,6 +216,8 @@ struct synthesizer_factorized {
     }
   }
 
+  /// Throws salt::error naming `api` when R1 or R2 is missing, rank < 0, `heads` is not 1 or Hq, or the call
+  /// has more keys than max_len, or more query rows than R1 has from query_offset.
   void check(const problem_dims& dims, const char* api) const {
     detail::require((r1 != nullptr && r2 != nullptr) || max_len * rank == 0, api,
                     ": synthesizer_factorized is missing R1 or R2");
@@ -225,7 +240,8 @@ struct synthesizer_factorized {
 /// Weights, row-major and contiguous per head: W1 (heads, hidden, d_model), b1 (heads, hidden),
 /// W2 (heads, max_len, hidden), b2 (heads, max_len). Cost: the hidden layer of a tile's queries is
 /// recomputed for each key block the tile visits (Lq * Lk/64 * hidden * d_model multiply-adds), beside
-/// Lq * Lk * hidden for the logits; nothing is allocated (a fixed scratch array on the stack).
+/// Lq * Lk * hidden for the logits; nothing is allocated (a fixed scratch array on the stack). Non-owning:
+/// x and the weights must outlive the call.
 template <class T>
 struct synthesizer_dense {
   tensor_view<const T> x;  ///< (batch, 1 or Hq, Lq, d_model): the input token of each query
@@ -234,11 +250,15 @@ struct synthesizer_dense {
   const T* w2 = nullptr;   ///< (heads, max_len, hidden)
   const T* b2 = nullptr;   ///< (heads, max_len)
   index heads = 1;         ///< 1: one MLP for every query head; else one per query head
+  /// The MLP's sizes: input width d_model, hidden width, and max_len logits per query (key positions).
+  /// @{
   index d_model = 0, hidden = 0, max_len = 0;
+  /// @}
 
   /// One head (or one MLP shared by every head and a (Lq, d_model) input shared by every head and a batch
   /// of 1), from row-major matrices and vectors (not copied: they must outlive the policy, so temporary
-  /// matrices do not compile).
+  /// matrices do not compile): x (Lq, d_model), W1 (hidden, d_model), b1 (hidden), W2 (max_len, hidden),
+  /// b2 (max_len). Throws salt::error when the sizes disagree or a weight is not contiguous.
   template <class DX, class DW1, class DB1, class DW2, class DB2>
   static synthesizer_dense shared(DX&& x, DW1&& w1, DB1&& b1, DW2&& w2, DB2&& b2) {
     static_assert(!detail::dangling_table<DX> && !detail::dangling_table<DW1> && !detail::dangling_table<DB1> &&
@@ -261,10 +281,14 @@ struct synthesizer_dense {
     return {xv, w1.data(), b1.data(), w2.data(), b2.data(), 1, w1.cols(), w1.rows(), w2.rows()};
   }
 
+  /// score_policy_for: no dot product of its own (mix one in with `dot_product{} + synthesizer`).
   static constexpr bool uses_dot_product() { return false; }
+  /// score_policy_for: `apply` adds the synthesized logits.
   static constexpr bool is_identity() { return false; }
+  /// Unused: the policy has no dot product.
   double dot_scale(index) const noexcept { return 0; }
 
+  /// Adds W2 relu(W1 x_i + b1) + b2 to the tile's logits (the cost is in the struct's description).
   template <class U>
   void apply(const logit_tile<U>& t, const problem_shape& p) const noexcept {
     constexpr index QC = detail::synthesizer_query_chunk, HC = detail::synthesizer_inner_chunk;
@@ -313,6 +337,8 @@ struct synthesizer_dense {
     }
   }
 
+  /// Throws salt::error naming `api` when a size is negative, a weight is missing, x is not
+  /// (B, 1 or Hq, Lq, d_model), `heads` is not 1 or Hq, or the call has more keys than max_len.
   void check(const problem_dims& dims, const char* api) const {
     detail::require(d_model >= 0 && hidden >= 0, api, ": synthesizer_dense has a negative size (d_model ", d_model,
                     ", hidden ", hidden, ")");

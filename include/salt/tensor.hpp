@@ -25,25 +25,34 @@ using column = Eigen::Matrix<T, Eigen::Dynamic, 1>;
 template <class T>
 using matrix_cref = Eigen::Ref<const row_matrix<T>, 0, Eigen::OuterStride<>>;
 
-/// One head as the kernels see it: `rows` tokens of `cols` features, token r at `data + r * row_stride`.
+/// One head as the kernels see it: `rows` tokens of `cols` features, token r at `data + r * row_stride`,
+/// features contiguous. Non-owning: the data must outlive the view.
 template <class T>
 struct head_view {
-  T* data = nullptr;
-  index rows = 0;
-  index cols = 0;
-  index row_stride = 0;
+  T* data = nullptr;    ///< token 0's first feature
+  index rows = 0;       ///< tokens
+  index cols = 0;       ///< features per token, contiguous
+  index row_stride = 0; ///< elements from one token to the next
 
+  /// Token r's `cols` features; no bounds check.
   T* row(index r) const noexcept { return data + r * row_stride; }
 };
 
 /// A strided view over a (batch, heads, tokens, features) buffer. Features are contiguous; the other
 /// three strides are free, so (B, H, L, D), (B, L, H, D) and single matrices are all views of this kind.
-/// The view does not own its data.
+/// The view does not own its data: the buffer must outlive the view and every call given it. Strides are
+/// in elements.
 template <class T>
 struct tensor_view {
-  T* data = nullptr;
+  T* data = nullptr;  ///< element (0, 0, 0, 0)
+  /// The extents (batch, heads, tokens, features): B, H, L, D.
+  /// @{
   index batch = 0, heads = 0, tokens = 0, features = 0;
+  /// @}
+  /// The strides, in elements, from one batch item, head and token to the next.
+  /// @{
   index batch_stride = 0, head_stride = 0, token_stride = 0;
+  /// @}
 
   /// (batch, heads, tokens, features) stored contiguously in that order, as PyTorch's SDPA takes it.
   static tensor_view bhld(T* data, index batch, index heads, index tokens, index features) {
@@ -53,7 +62,9 @@ struct tensor_view {
   static tensor_view blhd(T* data, index batch, index tokens, index heads, index features) {
     return {data, batch, heads, tokens, features, tokens * heads * features, features, heads * features};
   }
-  /// A single head (batch = heads = 1) over a row-major matrix; no copy.
+  /// A single head (batch = heads = 1) over a row-major matrix m (tokens, features), or a row block of one;
+  /// no copy, so m must outlive the view. A column-major m does not compile; throws salt::error when m's
+  /// features are not contiguous (inner stride != 1).
   template <class Derived>
   static tensor_view of(Derived& m) {
     static_assert(static_cast<int>(std::remove_cvref_t<Derived>::IsRowMajor) || std::remove_cvref_t<Derived>::ColsAtCompileTime == 1,
@@ -67,6 +78,8 @@ struct tensor_view {
     return {data, batch, heads, tokens, features, batch_stride, head_stride, token_stride};
   }
 
+  /// Head h of batch item b: a (tokens, features) view of the same data with row stride token_stride; no
+  /// bounds check.
   head_view<T> head(index b, index h) const noexcept {
     return {data + b * batch_stride + h * head_stride, tokens, features, token_stride};
   }
@@ -86,11 +99,15 @@ using input_view = std::type_identity_t<tensor_view<const T>>;
 /// A default-constructed view (data == nullptr) means "not wanted".
 template <class T>
 struct lse_view {
-  T* data = nullptr;
+  T* data = nullptr;  ///< the LSE of (batch 0, head 0, token 0); null: no LSE wanted
+  /// Elements from one batch item, and from one head, to the next. Non-owning, like tensor_view.
+  /// @{
   index batch_stride = 0, head_stride = 0;
+  /// @}
 
   /// Contiguous (batch, heads, tokens) storage.
   static lse_view bht(T* data, index heads, index tokens) { return {data, heads * tokens, tokens}; }
+  /// The LSEs of head h of batch item b: one per query token, contiguous; no bounds check.
   T* head(index b, index h) const noexcept { return data + b * batch_stride + h * head_stride; }
 };
 

@@ -31,6 +31,7 @@ struct lse_parts_view {
   index lse_stride = 1;           ///< elements from one LSE of a part to the next
   const index* row_map = nullptr;  ///< (parts, rows) or null: the row of each part that holds merged row i
 
+  /// N: the number of parts (the length of `out`).
   index parts() const noexcept { return static_cast<index>(out.size()); }
   /// The row of part r that holds merged row i.
   index row_of(index r, index i) const noexcept { return row_map ? row_map[r * rows + i] : i; }
