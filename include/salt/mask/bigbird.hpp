@@ -63,6 +63,7 @@ struct bigbird {
     return table.data() + (((heads == 1 ? 0 : h) * (nb - 2) + (i - 1)) * random);
   }
 
+  /// mask_policy: the rule above for the blocks of q and k; O(random).
   bool allows(index q, index k, const problem_shape& s) const noexcept {
     const index nb = blocks_for(s.lk), p = q + s.lk - s.lq;  // p = q, as Lq == Lk; kept aligned with plan()
     if (p < 0) return false;
@@ -73,9 +74,12 @@ struct bigbird {
       if (row[t] == j) return true;
     return false;
   }
+  /// mask_policy: false.
   static constexpr bool is_always_full() { return false; }
   static constexpr index plan_lists() { return 4; }  ///< the plan and three spares
 
+  /// planned_mask: every block for a global row, else the row's window, global and random blocks, each
+  /// once; O((5 + random)^2) per BigBird row the tile overlaps, no allocation.
   void plan(const block_query& bq, block_plan& out) const noexcept {
     const index nb = blocks_for(bq.shape.lk);
     detail::plan_layout_rows(bq, block, out, [&](index i, detail::layout_row_sink& sink) {
@@ -104,6 +108,8 @@ struct bigbird {
     });
   }
 
+  /// Throws salt::error naming `api` unless block > 0, 0 <= random < 2^31, Lq == Lk, `heads` is 1 or Hq, the
+  /// table has heads * (nb - 2) * random entries and each is -1 or in [0, nb); O(table entries).
   void check(const problem_dims& dims, const char* api) const {
     detail::require(block > 0, api, ": bigbird block size must be positive, got ", block);
     detail::require(random >= 0 && random < (index{1} << 31), api, ": bigbird random blocks per row must be in [0, 2^31), got ",
@@ -153,9 +159,13 @@ class bigbird_table {
     return {};
   }
 
+  /// Heads of the table: 1 (shared) or one per query head.
   index heads() const noexcept { return heads_; }
+  /// nb: BigBird blocks per sequence the table was made for.
   index blocks() const noexcept { return blocks_; }
+  /// r: random key blocks per non-global query block.
   index random() const noexcept { return random_; }
+  /// (heads, nb - 2, random): the entries, a view of this table's storage.
   std::span<const std::int32_t> entries() const& noexcept { return entries_; }
   std::span<const std::int32_t> entries() const&& = delete;  // would view a temporary's entries
   /// Random block `t` of query block i (1 <= i <= nb - 2) of head h.
@@ -163,6 +173,8 @@ class bigbird_table {
     return entries_[static_cast<std::size_t>((h * (blocks_ - 2) + (i - 1)) * random_ + t)];
   }
 
+  /// Throws salt::error naming `api` unless 1 <= heads < 2^31, 0 <= blocks < 2^31, 0 <= random < 2^31 and
+  /// heads * blocks * random <= 2^62.
   static void check_sizes(const char* api, index heads, index blocks, index random) {
     detail::require(heads >= 1 && heads < (index{1} << 31), api, ": heads must be in [1, 2^31), got ", heads);
     detail::require(blocks >= 0 && blocks <= std::numeric_limits<std::int32_t>::max(), api,

@@ -150,13 +150,16 @@ struct block_layout {
     return layout.data() + ((heads == 1 ? 0 : h) * blocks + r) * blocks;
   }
 
+  /// mask_policy: the flag of the query's layout row and the key's block.
   bool allows(index q, index k, const problem_shape& s) const noexcept {
     const index p = q + s.lk - s.lq;
     return p >= 0 && row(s.head, p / block)[k / block] != 0;
   }
+  /// mask_policy: false.
   static constexpr bool is_always_full() { return false; }
   static constexpr index plan_lists() { return 4; }  ///< the plan and three spares
 
+  /// planned_mask: the flagged key blocks of the layout rows the tile overlaps; O(nb) per such row.
   void plan(const block_query& bq, block_plan& out) const noexcept {
     const index columns = std::min(blocks, (bq.shape.lk + block - 1) / block);
     detail::plan_layout_rows(bq, block, out, [&](index r, detail::layout_row_sink& sink) {
@@ -166,6 +169,8 @@ struct block_layout {
     });
   }
 
+  /// Throws salt::error naming `api` when the sizes disagree (check_flags), `heads` is not 1 or Hq, or the
+  /// layout covers fewer than Lk tokens.
   void check(const problem_dims& dims, const char* api) const {
     check_flags(api);
     detail::check_layout_shape(api, "block_layout", block, heads, blocks, dims);
@@ -180,7 +185,7 @@ struct block_layout {
 };
 
 /// The same mask as `block_layout`, from per-row lists of key blocks (CSR): layout row r of head h lists
-/// its key blocks in `columns[row_offsets[h * nb + r] .. row_offsets[h * nb + r + 1])`, strictly increasing.
+/// its key blocks in `columns[row_offsets[h * nb + r], row_offsets[h * nb + r + 1])`, strictly increasing.
 /// Planning a tile costs O(listed blocks of its rows), however long the sequence. Non-owning: take it from
 /// a `block_layout_csr` kept in a variable, or point it at lists of your own that outlive the call.
 struct block_layout_csr_view {
@@ -196,15 +201,18 @@ struct block_layout_csr_view {
     return {columns.data() + offsets[0], static_cast<std::size_t>(offsets[1] - offsets[0])};
   }
 
+  /// mask_policy: whether the query's layout row lists the key's block; O(log row length).
   bool allows(index q, index k, const problem_shape& s) const noexcept {
     const index p = q + s.lk - s.lq;
     if (p < 0) return false;
     const std::span<const index> list = row(s.head, p / block);
     return std::binary_search(list.begin(), list.end(), k / block);
   }
+  /// mask_policy: false.
   static constexpr bool is_always_full() { return false; }
   static constexpr index plan_lists() { return 4; }  ///< the plan and three spares
 
+  /// planned_mask: the listed key blocks of the layout rows the tile overlaps; O(listed blocks).
   void plan(const block_query& bq, block_plan& out) const noexcept {
     const index columns_in_lk = (bq.shape.lk + block - 1) / block;
     detail::plan_layout_rows(bq, block, out, [&](index r, detail::layout_row_sink& sink) {
@@ -215,6 +223,8 @@ struct block_layout_csr_view {
     });
   }
 
+  /// Throws salt::error naming `api` when the lists are malformed (check_lists), `heads` is not 1 or Hq, or
+  /// the layout covers fewer than Lk tokens.
   void check(const problem_dims& dims, const char* api) const {
     check_lists(api);
     detail::check_layout_shape(api, "block_layout_csr", block, heads, blocks, dims);
@@ -285,12 +295,17 @@ class block_layout_csr {
     return {};
   }
 
+  /// B: tokens per layout block.
   index block() const noexcept { return block_; }
+  /// Layouts: 1 (shared) or one per query head.
   index heads() const noexcept { return heads_; }
+  /// nb: layout blocks per side.
   index blocks() const noexcept { return blocks_; }
   /// Number of (query block, key block) pairs listed, over all heads.
   index nonzeros() const noexcept { return static_cast<index>(columns_.size()); }
+  /// (heads * nb + 1): where each row's list starts in columns(); a view of this object's storage.
   std::span<const index> row_offsets() const& noexcept { return offsets_; }
+  /// (nnz): every row's key blocks, one row after another; a view of this object's storage.
   std::span<const index> columns() const& noexcept { return columns_; }
   std::span<const index> row_offsets() const&& = delete;  // would view a temporary's lists
   std::span<const index> columns() const&& = delete;

@@ -71,20 +71,24 @@ concept shaped_mask = prefix_mask<M> || key_length_mask<M>;
 /// merge the parts' plans; its column form combines theirs, so compositions stay as cheap as their parts.
 template <mask_policy A, mask_policy B, class Combine>
 struct combined_mask {
-  [[no_unique_address]] A a;
-  [[no_unique_address]] B b;
+  [[no_unique_address]] A a;  ///< the first part (a copy: views stay views)
+  [[no_unique_address]] B b;  ///< the second part
 
+  /// mask_policy: the parts' answers, combined.
   bool allows(index q, index k, const problem_shape& s) const noexcept {
     return Combine::pair(a.allows(q, k, s), b.allows(q, k, s));
   }
+  /// mask_policy: the parts' constants, combined (`|` is full when either part is, `&` when both are).
   static constexpr bool is_always_full() { return Combine::pair(A::is_always_full(), B::is_always_full()); }
   /// The composite's plan, then A's and B's plans (and their own spares) in the lists after it.
   static constexpr index plan_lists() { return 1 + plan_lists_v<A> + plan_lists_v<B>; }
 
+  /// column_mask: the parts' bits, combined with one `|` or `&`.
   query_bits allowed_queries(index k, index q_begin, index count, const problem_shape& s) const noexcept {
     return Combine::bits(detail::allowed_queries(a, k, q_begin, count, s), detail::allowed_queries(b, k, q_begin, count, s));
   }
 
+  /// planned_mask: both parts' plans, merged run by run; O(the parts' runs) beyond their own planning.
   void plan(const block_query& bq, block_plan& out) const noexcept {
     block_plan pa = out.spare(0), pb = out.spare(plan_lists_v<A>);
     detail::plan_blocks(a, bq, pa);
@@ -112,6 +116,7 @@ struct combined_mask {
     else return b.valid_keys(s);
   }
 
+  /// The parts' own checks, `a`'s first.
   template <class Dims>
   void check(const Dims& dims, const char* api) const {
     if constexpr (requires { a.check(dims, api); }) a.check(dims, api);

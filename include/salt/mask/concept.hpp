@@ -23,23 +23,34 @@ struct problem_shape {
 
 /// Sizes of a whole call, for masks and score policies that check their parameters before a kernel runs.
 struct problem_dims {
+  /// In order: batch items B, query heads Hq, K/V heads Hkv, query tokens Lq, key tokens Lk, the width d of
+  /// queries and keys, the width dv of values.
+  /// @{
   index batch = 1, q_heads = 1, kv_heads = 1, lq = 0, lk = 0, d = 0, dv = 0;
+  /// @}
 };
 
 /// A query tile asking for its key blocks: queries [q_begin, q_end), key blocks of `block` keys
 /// (block b covers keys [b * block, (b + 1) * block) clipped to lk).
 struct block_query {
+  /// The tile's queries: [q_begin, q_end).
+  /// @{
   index q_begin = 0, q_end = 0;
-  index block = 1;
-  problem_shape shape;
+  /// @}
+  index block = 1;      ///< keys per key block
+  problem_shape shape;  ///< lengths, batch item and query head of the tile
 
+  /// Key blocks covering lk keys: ceil(lk / block).
   index key_blocks() const noexcept { return (shape.lk + block - 1) / block; }
 };
 
 /// A run of consecutive key blocks [first, last) that are all full or all partial.
 struct block_run {
+  /// The key blocks of the run: [first, last).
+  /// @{
   index first = 0, last = 0;
-  bool full = false;
+  /// @}
+  bool full = false;  ///< true: every pair of these blocks is allowed for the whole query tile (no per-pair test)
 };
 
 /// The key blocks one query tile visits: sorted, disjoint runs in caller-provided storage.
@@ -62,6 +73,7 @@ class block_plan {
     SALT_ASSERT(size_ < capacity_ && "a block plan holds at most one run per key block");
     runs_[size_++] = block_run{first, last, full};
   }
+  /// Empties the plan (its storage stays).
   void clear() noexcept { size_ = 0; }
 
   /// Adds the blocks of `bq` that overlap keys [k_begin, k_end), where [full_begin, full_end) is the part
@@ -90,6 +102,7 @@ class block_plan {
     add(f_last, last, false);
   }
 
+  /// The runs added so far, sorted and disjoint; a view of the plan's storage.
   std::span<const block_run> runs() const noexcept { return {runs_, static_cast<std::size_t>(size_)}; }
   /// Number of key blocks in the plan.
   index blocks() const noexcept {

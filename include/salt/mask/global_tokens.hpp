@@ -29,9 +29,11 @@ struct global_tokens {
   /// Whether token t is global: a binary search, O(log g).
   bool is_global(index t) const noexcept { return std::binary_search(indices.begin(), indices.end(), t); }
 
+  /// mask_policy: q or k is global; O(log g).
   bool allows(index q, index k, const problem_shape&) const noexcept { return is_global(k) || is_global(q); }
+  /// mask_policy: false.
   static constexpr bool is_always_full() { return false; }
-  /// One binary search for the key and one for the run of queries, instead of two per pair.
+  /// column_mask. One binary search for the key and one for the run of queries, instead of two per pair.
   query_bits allowed_queries(index k, index q_begin, index count, const problem_shape&) const noexcept {
     if (is_global(k)) return detail::bit_range(0, count);
     query_bits bits = 0;
@@ -41,6 +43,8 @@ struct global_tokens {
     return bits;
   }
 
+  /// planned_mask: every block, full, for a tile of global queries; every block for a tile with some (partial
+  /// where not all keys are global); else only the blocks that hold global keys. O(log g) per visited block.
   void plan(const block_query& bq, block_plan& out) const noexcept {
     const index* first = indices.data();
     const index* last = first + indices.size();
@@ -68,6 +72,7 @@ struct global_tokens {
     if (some_global_query) out.add(next, blocks, false);
   }
 
+  /// Throws salt::error naming `api` unless Lq == Lk and the indices are sorted, unique and in [0, L); O(g).
   void check(const problem_dims& dims, const char* api) const {
     detail::require(dims.lq == dims.lk, api, ": global_tokens needs Lq == Lk, got ", dims.lq, " and ", dims.lk);
     for (std::size_t i = 0; i < indices.size(); ++i) {

@@ -19,18 +19,24 @@ namespace salt {
 struct key_padding {
   borrowed_span<const index> lengths = {};  ///< (batch): valid keys per batch item, viewed
 
+  /// mask_policy: k < lengths[batch].
   bool allows(index, index k, const problem_shape& s) const noexcept { return k < lengths[s.batch]; }
+  /// key_length_mask: lengths[batch].
   index valid_keys(const problem_shape& s) const noexcept { return lengths[s.batch]; }
+  /// mask_policy: false.
   static constexpr bool is_always_full() { return false; }
+  /// column_mask: all `count` queries when k is valid, none otherwise.
   query_bits allowed_queries(index k, index, index count, const problem_shape& s) const noexcept {
     return k < lengths[s.batch] ? detail::bit_range(0, count) : 0;
   }
 
+  /// planned_mask: the blocks of the valid keys, full except the one the length cuts; O(1).
   void plan(const block_query& bq, block_plan& out) const noexcept {
     const index valid = lengths[bq.shape.batch];
     out.add_keys(bq, 0, valid, 0, valid);
   }
 
+  /// Throws salt::error naming `api` unless there is one length per batch item, each in [0, Lk].
   void check(const problem_dims& dims, const char* api) const {
     detail::require(static_cast<index>(lengths.size()) == dims.batch, api, ": key_padding has ", lengths.size(),
                     " lengths for a batch of ", dims.batch);
@@ -46,9 +52,12 @@ struct key_padding {
 struct key_mask {
   borrowed_span<const std::uint8_t> valid = {};  ///< (batch, lk): flags, viewed
 
+  /// mask_policy: valid[batch * lk + k] != 0.
   bool allows(index, index k, const problem_shape& s) const noexcept { return valid[s.batch * s.lk + k] != 0; }
+  /// mask_policy: false.
   static constexpr bool is_always_full() { return false; }
 
+  /// planned_mask: every key block with a valid key, full when all of its keys are; O(Lk) per tile.
   void plan(const block_query& bq, block_plan& out) const noexcept {
     // Per key block: skip when no key is valid, full when every key is; cost O(keys), far below the
     // O(queries * keys * d) the visited blocks cost.
@@ -61,6 +70,7 @@ struct key_mask {
     }
   }
 
+  /// Throws salt::error naming `api` unless there are batch * Lk flags.
   void check(const problem_dims& dims, const char* api) const {
     detail::require(static_cast<index>(valid.size()) == dims.batch * dims.lk, api, ": key_mask has ", valid.size(),
                     " flags but batch * lk = ", dims.batch, " * ", dims.lk);

@@ -25,19 +25,24 @@ namespace salt {
 struct query_padding {
   borrowed_span<const index> lengths = {};  ///< (batch): valid queries of each batch item
 
+  /// mask_policy: q < lengths[batch].
   bool allows(index q, index, const problem_shape& s) const noexcept { return q < lengths[s.batch]; }
+  /// mask_policy: false.
   static constexpr bool is_always_full() { return false; }
-  /// Every key is seen by the run's queries below the length.
+  /// column_mask. Every key is seen by the run's queries below the length.
   query_bits allowed_queries(index, index q_begin, index count, const problem_shape& s) const noexcept {
     return detail::bit_range(0, std::clamp<index>(lengths[s.batch] - q_begin, 0, count));
   }
 
+  /// planned_mask: nothing for a tile of padded queries, else every key block, full when the whole tile is
+  /// valid; O(1).
   void plan(const block_query& bq, block_plan& out) const noexcept {
     const index valid = lengths[bq.shape.batch];
     if (bq.q_begin >= valid) return;  // a tile of padded queries visits nothing
     out.add(0, bq.key_blocks(), bq.q_end <= valid);
   }
 
+  /// Throws salt::error naming `api` unless there is one length per batch item, each in [0, Lq].
   void check(const problem_dims& dims, const char* api) const {
     detail::require(static_cast<index>(lengths.size()) == dims.batch, api, ": query_padding has ", lengths.size(),
                     " lengths for a batch of ", dims.batch);

@@ -24,9 +24,13 @@ namespace salt {
 struct segments {
   borrowed_span<const index> ids = {};  ///< (L): segment of each token, non-decreasing
 
+  /// mask_policy: ids[q] == ids[k].
   bool allows(index q, index k, const problem_shape&) const noexcept { return ids[q] == ids[k]; }
+  /// mask_policy: false.
   static constexpr bool is_always_full() { return false; }
 
+  /// planned_mask: the key range of the segments the tile's queries lie in, full only for a tile inside one
+  /// segment; O(log L) per tile.
   void plan(const block_query& bq, block_plan& out) const noexcept {
     if (bq.q_begin >= bq.q_end) return;
     const index* first = ids.data();
@@ -40,6 +44,8 @@ struct segments {
     out.add_keys(bq, k_begin, k_end, one_segment ? k_begin : 0, one_segment ? k_end : 0);
   }
 
+  /// Throws salt::error naming `api` unless Lq == Lk, there is one id per token, and the ids are
+  /// non-decreasing; O(L).
   void check(const problem_dims& dims, const char* api) const {
     detail::require(dims.lq == dims.lk, api, ": segments needs Lq == Lk, got ", dims.lq, " and ", dims.lk);
     detail::require(static_cast<index>(ids.size()) == dims.lk, api, ": segments has ", ids.size(), " ids for ",

@@ -29,12 +29,14 @@ struct sliding_window {
   /// Key-axis position of query q.
   static index position(index q, const problem_shape& s) noexcept { return q + s.lk - s.lq; }
 
+  /// mask_policy: position(q) - left <= k <= position(q) + right, at a multiple of the dilation.
   bool allows(index q, index k, const problem_shape& s) const noexcept {
     const index delta = position(q, s) - k;  // > 0: the key lies before the query
     return delta <= left && -delta <= right && delta % dilation == 0;
   }
+  /// mask_policy: false.
   static constexpr bool is_always_full() { return false; }
-  /// Key k is seen by the queries at positions [k - right, k + left]; query q sits at position q + shift.
+  /// column_mask (a few shifts without dilation, one `allows` per query with it). Key k is seen by the queries at positions [k - right, k + left]; query q sits at position q + shift.
   query_bits allowed_queries(index k, index q_begin, index count, const problem_shape& s) const noexcept {
     if (dilation == 1) {
       // Saturated at the ends of the query run, so that huge windows cannot overflow.
@@ -48,6 +50,8 @@ struct sliding_window {
     return bits;
   }
 
+  /// planned_mask: the key blocks the tile's windows touch (all partial with a dilation); O(1) for a band,
+  /// O(visited blocks) for a sparse dilated window.
   void plan(const block_query& bq, block_plan& out) const noexcept {
     if (bq.q_begin >= bq.q_end) return;
     const problem_shape& s = bq.shape;
@@ -83,6 +87,7 @@ struct sliding_window {
       out.add_keys(bq, p0 - m, p1 - m + 1, one_query ? p0 - m : 0, one_query ? p0 - m + 1 : 0);
   }
 
+  /// Throws salt::error naming `api` unless left >= 0, right >= 0 and dilation >= 1.
   void check(const problem_dims&, const char* api) const {
     detail::require(left >= 0, api, ": sliding_window left must be >= 0, got ", left);
     detail::require(right >= 0, api, ": sliding_window right must be >= 0, got ", right);

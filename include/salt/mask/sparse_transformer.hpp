@@ -53,13 +53,15 @@ inline index planned_end(const block_plan& plan) noexcept {
 struct strided {
   index stride = 128;  ///< l: width of the band and period of the lattice
 
+  /// mask_policy: |p - k| < stride or p - k = 0 mod stride, for q at position p.
   bool allows(index q, index k, const problem_shape& s) const noexcept {
     const index delta = q + s.lk - s.lq - k;
     return (delta < stride && -delta < stride) || delta % stride == 0;
   }
+  /// mask_policy: false.
   static constexpr bool is_always_full() { return false; }
   static constexpr index plan_lists() { return 3; }  ///< the plan and two spares
-  /// Key k is seen by positions within stride - 1 of it and by every position k + m * stride.
+  /// column_mask. Key k is seen by positions within stride - 1 of it and by every position k + m * stride.
   query_bits allowed_queries(index k, index q_begin, index count, const problem_shape& s) const noexcept {
     const index p_begin = q_begin + s.lk - s.lq, p_end = p_begin + count;
     const index band_first = stride > k - p_begin ? p_begin : k - stride + 1;
@@ -71,6 +73,7 @@ struct strided {
     return bits;
   }
 
+  /// planned_mask: the band's blocks merged with the lattice's (partial); O(visited blocks).
   void plan(const block_query& bq, block_plan& out) const noexcept {
     if (bq.q_begin >= bq.q_end) return;
     const problem_shape& s = bq.shape;
@@ -97,6 +100,7 @@ struct strided {
     detail::merge_plans(band, lattice, detail::either::block, out);
   }
 
+  /// Throws salt::error naming `api` unless 1 <= stride <= 2^40.
   void check(const problem_dims&, const char* api) const {
     detail::require(stride > 0 && stride <= detail::longest_period, api, ": strided stride must be in [1, 2^40], got ",
                     stride);
@@ -115,18 +119,21 @@ struct fixed {
   index block = 128;  ///< l: tokens per block
   index summary = 8;  ///< c: trailing keys of each block that every query sees, 0 <= c <= l
 
+  /// mask_policy: p and k share a block, or k is a summary key, for q at position p.
   bool allows(index q, index k, const problem_shape& s) const noexcept {
     return detail::floor_div(q + s.lk - s.lq, block) == k / block || k % block >= block - summary;
   }
+  /// mask_policy: false.
   static constexpr bool is_always_full() { return false; }
   static constexpr index plan_lists() { return 3; }  ///< the plan and two spares
-  /// A summary key is seen by every query; any other key by the positions of its own block.
+  /// column_mask. A summary key is seen by every query; any other key by the positions of its own block.
   query_bits allowed_queries(index k, index q_begin, index count, const problem_shape& s) const noexcept {
     if (k % block >= block - summary) return detail::bit_range(0, count);
     const index own = k / block * block;
     return detail::allow_interval(q_begin + s.lk - s.lq, count, own, own + block - 1);
   }
 
+  /// planned_mask: the tile's own blocks merged with the summary stretches; O(visited blocks).
   void plan(const block_query& bq, block_plan& out) const noexcept {
     if (bq.q_begin >= bq.q_end) return;
     const problem_shape& s = bq.shape;
@@ -152,6 +159,7 @@ struct fixed {
     detail::merge_plans(own, summaries, detail::either::block, out);
   }
 
+  /// Throws salt::error naming `api` unless 1 <= block <= 2^40 and 0 <= summary <= block.
   void check(const problem_dims&, const char* api) const {
     detail::require(block > 0 && block <= detail::longest_period, api, ": fixed block must be in [1, 2^40], got ", block);
     detail::require(summary >= 0 && summary <= block, api, ": fixed summary must be in [0, block], got ", summary,
