@@ -89,6 +89,12 @@ inline constexpr index linformer_row_chunk = 96;
 /// A batch item with no valid key projects to zero keys and values: its rows output zeros (and LSE log k,
 /// since the k projected keys are still attended). `score` sets the scale (default 1/sqrt(d)). The projected
 /// keys and values of every (batch item, K/V head) are held at once: batch * Hkv * k * (d + dv) elements.
+///
+/// Shapes: q (B, Hq, Lq, d), k (B, Hkv, L, d), v (B, Hkv, L, dv), out (B, Hq, Lq, dv), lse (B, Hq, Lq), with
+/// L <= proj.max_len(). The views and `proj` are read during the call, nothing is kept. Time
+/// O(B Hkv k L (d + dv)) to project plus O(B Hq Lq k (d + dv)) to attend. Throws salt::error naming
+/// salt::linformer_attention for mismatched shapes, L > max_len, per-head projections for another number
+/// of K/V heads, or a mask's failed check.
 template <class T, class Mask = no_mask>
 void linformer_attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
                          const tensor_view<T>& out,
@@ -134,7 +140,7 @@ void linformer_attention(const input_view<T>& q, const input_view<T>& k, const i
   detail::run_engine(detail::engine_problem<T, no_mask, dot_product>{q, kv, vv, out, lse, every_key, score, opts.threads});
 }
 
-/// Multi-head Linformer attention without the log-sum-exp.
+/// Multi-head Linformer attention without the log-sum-exp: as the overload above, with no lse.
 template <class T, class Mask = no_mask>
 void linformer_attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
                          const tensor_view<T>& out,
@@ -143,8 +149,9 @@ void linformer_attention(const input_view<T>& q, const input_view<T>& k, const i
   linformer_attention<T, Mask>(q, k, v, out, lse_view<T>{}, proj, mask, score, opts);
 }
 
-/// One head: q (Lq, d), k (L, d), v (L, dv) -> (Lq, dv). Row-major inputs are read in place; a column-major
-/// one is copied once. `mask` is key-only (no_mask, or key_padding with one length).
+/// One head: q (Lq, d), k (L, d), v (L, dv) -> a new (Lq, dv) matrix. Row-major inputs are read in
+/// place; a column-major one is copied once. `mask` is key-only (no_mask, or key_padding with one length).
+/// Cost and errors as the multi-head overload.
 template <class DQ, class DK, class DV, class Mask = no_mask>
 row_matrix<typename DQ::Scalar> linformer_attention(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k,
                                                     const Eigen::MatrixBase<DV>& v,

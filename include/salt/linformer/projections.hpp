@@ -25,13 +25,15 @@ enum class linformer_sharing {
   shared_kv,     ///< one matrix, E = F, for keys, values and every head ("key-value sharing")
 };
 
-/// The projections E and F of a Linformer layer, each (k, max_len), owned. Sharing across layers is the
-/// caller's: pass the same object to every layer.
+/// The projections E and F of a Linformer layer, each (k, max_len), owned: (pairs, k, max_len) row-major per
+/// matrix, pairs = heads() (F not stored under shared_kv). Sharing across layers is the caller's: pass the
+/// same object to every layer. Memory: pairs * k * max_len values for E, as many for F.
 template <class T>
 class linformer_projections {
  public:
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "salt::linformer_projections holds float or double.");
+  /// A read-only (k, max_len) row-major view of one projection, into this object's storage.
   using matrix_map = Eigen::Map<const row_matrix<T>>;
 
   /// Entries drawn from N(0, 1/k), the paper's fixed random projection (Johnson-Lindenstrauss scaling).
@@ -54,7 +56,8 @@ class linformer_projections {
   }
 
   /// Given matrices, copied: per_head takes one E and one F per K/V head, shared_heads one of each,
-  /// shared_kv one E and no F. Every matrix is (k, max_len) with the same k and max_len.
+  /// shared_kv one E and no F. Every matrix is (k, max_len) with the same k and max_len; otherwise, or when
+  /// the counts do not fit the mode, throws salt::error naming salt::linformer_projections::from_matrices.
   static linformer_projections from_matrices(linformer_sharing mode, const std::vector<row_matrix<T>>& e,
                                              const std::vector<row_matrix<T>>& f = {}) {
     constexpr const char* api = "salt::linformer_projections::from_matrices";
@@ -84,7 +87,7 @@ class linformer_projections {
 
   index k() const noexcept { return k_; }              ///< projected length
   index max_len() const noexcept { return max_len_; }  ///< longest sequence the projections take
-  linformer_sharing sharing() const noexcept { return mode_; }
+  linformer_sharing sharing() const noexcept { return mode_; }  ///< which projections are shared
   index heads() const noexcept { return pairs_; }  ///< distinct E matrices: 1 unless per_head
   /// E of K/V head h, (k, max_len), a view into this object; every head gets the same one unless per_head.
   matrix_map e(index h) const& noexcept { return {e_.data() + slot(h) * k_ * max_len_, k_, max_len_}; }
@@ -100,6 +103,7 @@ class linformer_projections {
                   "them in a variable, not a temporary.");
     return {nullptr, 0, 0};
   }
+  /// As e() on a temporary: does not compile.
   template <class Self = linformer_projections>
   matrix_map f(index) const&& {
     static_assert(sizeof(Self) == 0,
