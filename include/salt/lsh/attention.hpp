@@ -115,6 +115,10 @@ void lsh_merge(const tensor_view<T>& out, const lse_view<T>& lse, const lsh_shap
 /// into `lse` when given. `padding` is no_mask, key_padding (lengths per batch item) or key_mask (per-key
 /// flags, HuggingFace's attention_mask). Rotations: one head's for all, or one per head. The sorted copies
 /// live in a workspace of the calling thread, kept for its next call (lsh/workspace.hpp says why).
+/// The views, `rot` and the padding's data are read during the call, nothing of them is kept; cost and
+/// extra memory are in lsh.hpp (O(n_hashes L (1 + before + after) chunk_length d) per head). Throws
+/// salt::error naming salt::lsh_attention for bad options, mismatched shapes or rotations, an out that
+/// overlaps an input, or a padding's failed check.
 template <class T, class Padding = no_mask>
 void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor_view<T>& out,
                    const lse_view<T>& lse, const lsh_rotations<T>& rot, const lsh_options& opt,
@@ -138,7 +142,7 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
   detail::lsh_merge(out, lse, s, ws, run.threads);
 }
 
-/// Multi-head LSH attention without the log-sum-exp.
+/// Multi-head LSH attention without the log-sum-exp: as the overload above, with no lse.
 template <class T, class Padding = no_mask>
 void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor_view<T>& out,
                    const lsh_rotations<T>& rot, const lsh_options& opt, const Padding& padding = {},
@@ -146,9 +150,9 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
   lsh_attention<T, Padding>(qk, v, out, lse_view<T>{}, rot, opt, padding, run);
 }
 
-/// One head: qk (L, d) shared queries/keys, v (L, dv) -> (L, dv), with head 0 of the rotations. `padding` as
-/// in the multi-head form (one length, or L flags). Row-major inputs are read in place; a column-major one is
-/// copied once.
+/// One head: qk (L, d) shared queries/keys, v (L, dv) -> a new (L, dv) matrix, with head 0 of the rotations.
+/// `padding` as in the multi-head form (one length, or L flags). Row-major inputs are read in place; a
+/// column-major one is copied once.
 template <class DQK, class DV, class Padding = no_mask>
 row_matrix<typename DQK::Scalar> lsh_attention(const Eigen::MatrixBase<DQK>& qk, const Eigen::MatrixBase<DV>& v,
                                                const lsh_rotations<typename DQK::Scalar>& rot,

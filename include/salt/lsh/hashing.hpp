@@ -139,7 +139,10 @@ inline void lsh_sort_round(const std::int32_t* buckets, index L, index Lp, std::
 }  // namespace detail
 
 /// The buckets of one head, (n_hashes, L): round r, position p -> bucket in [0, buckets()). Padding is not
-/// applied here (lsh_attention puts padding positions in the extra bucket buckets()).
+/// applied here (lsh_attention puts padding positions in the extra bucket buckets()). qk is (L, d), read in
+/// place when row-major (a column-major one is copied once), hashed with rotations of head `head`; the result
+/// is a new row-major matrix. Cost O(n_hashes L d w). Throws salt::error naming salt::lsh_buckets for bad
+/// options, a head outside the rotations, or rotations that do not fit the options or d.
 template <class Derived>
 Eigen::Matrix<index, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> lsh_buckets(
     const Eigen::MatrixBase<Derived>& qk, const lsh_rotations<typename Derived::Scalar>& rot, const lsh_options& opt,

@@ -62,10 +62,12 @@ inline std::vector<index> reformer_buckets(index length, index chunk_length, ind
 /// Random rotations of LSH attention: per head, a (d, n_hashes * w) matrix, w = rotation_width(); columns
 /// [r w, (r + 1) w) are round r's. This is HuggingFace's (heads, d, n_hashes, w) tensor with its last two dims
 /// merged, so HF's rotations can be passed in as they are. One head's rotations may serve every head.
+/// Owned: heads * d * n_hashes * w values, row-major per head.
 template <class T>
 class lsh_rotations {
  public:
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "salt::lsh_rotations holds float or double.");
+  /// A read-only (d, n_hashes * w) row-major view of one head's rotations, into this object's storage.
   using matrix_map = Eigen::Map<const row_matrix<T>>;
 
   /// Standard normal entries, as torch.randn draws HF's: drawn in the order of HF's tensor (head, feature,
@@ -79,7 +81,9 @@ class lsh_rotations {
     return r;
   }
 
-  /// Given matrices, copied: one per head (or one for all heads), each (d, n_hashes * w).
+  /// Given matrices, copied: one per head (or one for all heads), each (d, n_hashes * w). Throws salt::error
+  /// naming salt::lsh_rotations::from_matrices when none is given, their shapes differ, or the columns do
+  /// not split into n_hashes rounds.
   static lsh_rotations from_matrices(const std::vector<row_matrix<T>>& per_head, index n_hashes) {
     constexpr const char* api = "salt::lsh_rotations::from_matrices";
     detail::require(!per_head.empty(), api, ": no matrix given");
@@ -100,7 +104,7 @@ class lsh_rotations {
   index dim() const noexcept { return d_; }         ///< d
   index rounds() const noexcept { return rounds_; } ///< n_hashes
   index width() const noexcept { return width_; }   ///< columns per round
-  /// Rotations of head h, (d, rounds * width).
+  /// Rotations of head h, (d, rounds * width): a view, valid while this object lives; head 0's when heads() is 1.
   matrix_map head(index h) const noexcept {
     return {data_.data() + (heads_ == 1 ? 0 : h) * d_ * rounds_ * width_, d_, rounds_ * width_};
   }
