@@ -111,14 +111,20 @@ void check_projection_width(const row_matrix<T>& wt, index d, const char* api, c
 template <class T>
 class favor_plus {
  public:
+  /// Keeps (W d^(-1/4))^T, a (d, m) copy of the features w (m, d): w need not outlive the map.
   explicit favor_plus(const random_features<T>& w) : wt_(detail::scaled_transpose(w)) {}
 
+  /// feature_map: true, map() writes a log scale per row.
   static constexpr bool log_scaled() { return true; }
+  /// feature_map: m, the rows of W.
   index features(index) const noexcept { return wt_.cols(); }
+  /// Throws salt::error naming `api` unless W was drawn for inputs of width d.
   void check(index d, const char* api) const { detail::check_projection_width(wt_, d, api, "favor_plus"); }
   /// W d^(-1/4) (m, d): the projection as applied.
   auto scaled_projection() const noexcept { return wt_.transpose(); }
 
+  /// feature_map: x (rows, d) -> f (rows, m) into phi and the log scale of each row into log_scale[0, rows);
+  /// O(rows d m), no allocation.
   void map(const feature_input<T>& x, feature_output<T> phi, T* log_scale) const {
     detail::project_rows(x, wt_, phi);
     const T half_norm = static_cast<T>(0.5 / std::sqrt(static_cast<double>(x.cols())));  // |x'|^2 / 2 = |x|^2 * this
@@ -141,12 +147,18 @@ class favor_plus {
 template <class T>
 class favor_trig {
  public:
+  /// Keeps (W d^(-1/4))^T, a (d, m) copy of the features w (m, d): w need not outlive the map.
   explicit favor_trig(const random_features<T>& w) : wt_(detail::scaled_transpose(w)) {}
 
+  /// feature_map: true, map() writes a log scale per row.
   static constexpr bool log_scaled() { return true; }
+  /// feature_map: 2m, cosines then sines.
   index features(index) const noexcept { return 2 * wt_.cols(); }
+  /// Throws salt::error naming `api` unless W was drawn for inputs of width d.
   void check(index d, const char* api) const { detail::check_projection_width(wt_, d, api, "favor_trig"); }
 
+  /// feature_map: x (rows, d) -> [cos(W x'), sin(W x')] (rows, 2m) into phi and the log scale of each row
+  /// into log_scale[0, rows); O(rows d m), no allocation.
   void map(const feature_input<T>& x, feature_output<T> phi, T* log_scale) const {
     const index m = wt_.cols();
     feature_output<T> angles(phi.data(), x.rows(), m, Eigen::OuterStride<>(phi.outerStride()));
@@ -170,21 +182,27 @@ class favor_trig {
 template <class T>
 class relu_features {
  public:
-  /// No projection: d features.
+  /// No projection: d features. Throws salt::error when epsilon < 0.
   explicit relu_features(T epsilon = T(1e-3)) : epsilon_(epsilon) { check_epsilon(); }
-  /// Projected: m = w.m() features.
+  /// Projected: m = w.m() features, from a (d, m) copy of w (w need not outlive the map). Throws
+  /// salt::error when epsilon < 0.
   explicit relu_features(const random_features<T>& w, T epsilon = T(1e-3))
       : wt_(detail::scaled_transpose(w)), epsilon_(epsilon) {
     check_epsilon();
   }
 
+  /// feature_map: false, no scale.
   static constexpr bool log_scaled() { return false; }
+  /// feature_map: m with a projection, d without.
   index features(index d) const noexcept { return wt_.size() ? wt_.cols() : d; }
+  /// Throws salt::error naming `api` when the projection was drawn for another width than d.
   void check(index d, const char* api) const {
     if (wt_.size()) detail::check_projection_width(wt_, d, api, "relu_features");
   }
+  /// The constant added to every feature.
   T epsilon() const noexcept { return epsilon_; }
 
+  /// feature_map: x (rows, d) -> phi (rows, features(d)); O(rows d m) projected, O(rows d) without.
   void map(const feature_input<T>& x, feature_output<T> phi, T*) const {
     if (wt_.size()) {
       detail::project_rows(x, wt_, phi);
@@ -207,8 +225,11 @@ class relu_features {
 /// elu(x) + 1 (Katharopoulos et al., "Transformers are RNNs", 2020): x + 1 for x > 0, exp(x) otherwise;
 /// d positive features, no projection, no randomness.
 struct elu_plus_one {
+  /// feature_map: false, no scale.
   static constexpr bool log_scaled() { return false; }
+  /// feature_map: d.
   index features(index d) const noexcept { return d; }
+  /// feature_map: x (rows, d) -> phi (rows, d); O(rows d).
   template <class T>
   void map(const feature_input<T>& x, feature_output<T> phi, T*) const {
     // exp(min(x, 0)) + max(x, 0): x + 1 above zero (exp(0) is exactly 1), exp(x) at or below. Written

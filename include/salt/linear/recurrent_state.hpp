@@ -33,13 +33,16 @@
 
 namespace salt {
 
-/// The recurrent state of one head of linear attention under feature map `Map`.
+/// The recurrent state of one head of linear attention under feature map `Map`. Owns S (m, dv), z (m) and a
+/// scratch row of m features: O(m dv) memory, allocated once by the constructor, which throws salt::error
+/// when d or dv < 1 or the map fails its check.
 template <class T, class Map>
   requires feature_map<Map, T>
 class recurrent_state {
  public:
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "salt::recurrent_state holds float or double.");
+  /// A row vector, the form append() copies a strided k or v into.
   using row = Eigen::Matrix<T, 1, Eigen::Dynamic>;
 
   /// An empty state for keys and queries of width d and values of width dv; `map` is copied.
@@ -53,11 +56,11 @@ class recurrent_state {
     phi_ = detail::aligned_buffer<T>(m_);
   }
 
-  index d() const noexcept { return d_; }
-  index dv() const noexcept { return dv_; }
-  index features() const noexcept { return m_; }
+  index d() const noexcept { return d_; }          ///< width of keys and queries
+  index dv() const noexcept { return dv_; }        ///< width of values and outputs
+  index features() const noexcept { return m_; }   ///< m = map().features(d)
   index size() const noexcept { return tokens_; }  ///< tokens appended since construction or reset()
-  const Map& map() const noexcept { return map_; }
+  const Map& map() const noexcept { return map_; }  ///< the state's own copy of the feature map
 
   /// Forgets every token.
   void reset() noexcept {
