@@ -141,6 +141,14 @@ void linear_attention_impl(const tensor_view<const T>& q, const tensor_view<cons
 /// `mask` is prefix-shaped, key-only or both (linear_attention_mask): no_mask, key_padding, causal (any
 /// alignment and offset), causal & key_padding, or a user's mask offering last_key and/or valid_keys; a
 /// prefix mask selects the chunked form. The map's features are computed in the inputs' type T.
+///
+/// Shapes: q (B, Hq, Lq, d), k (B, Hkv, Lk, d), v (B, Hkv, Lk, dv), out (B, Hq, Lq, dv); Hkv divides Hq. The
+/// views and the map are read during the call, nothing is kept. Time per head O((Lq + Lk) m (d + dv)) with
+/// m = map.features(d), plus O(Lq C (m + dv)) in the causal form for each chunk's own keys (C = 64 queries).
+/// Memory beyond out: a workspace per thread of O(m (dv + C)) values, the B * Hkv states (m (dv + 1) values
+/// each) of a non-causal call, and the block states of causal heads longer than one scan block. Throws
+/// salt::error naming salt::linear_attention for mismatched shapes, an out that overlaps an input, a map or
+/// mask that fails its check.
 template <class T, class Map, class Mask = no_mask>
   requires feature_map<Map, T>
 void linear_attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
@@ -157,8 +165,9 @@ void linear_attention(const input_view<T>& q, const input_view<T>& k, const inpu
   detail::linear_attention_impl<T>(q, k, v, out, map, mask, opts, detail::linear_default_chunk);
 }
 
-/// One head: q (Lq, d), k (Lk, d), v (Lk, dv) -> (Lq, dv). Row-major inputs are read in place; a
-/// column-major one is copied once. `mask` as for the multi-head form (key_padding with one length).
+/// One head: q (Lq, d), k (Lk, d), v (Lk, dv) -> a new (Lq, dv) matrix. Row-major inputs are read in place; a
+/// column-major one is copied once. `mask` as for the multi-head form (key_padding with one length). Cost and
+/// errors as the multi-head overload.
 template <class DQ, class DK, class DV, class Map, class Mask = no_mask>
   requires feature_map<Map, typename DQ::Scalar>
 row_matrix<typename DQ::Scalar> linear_attention(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k,

@@ -105,7 +105,7 @@ void check_projection_width(const row_matrix<T>& wt, index d, const char* api, c
 }  // namespace detail
 
 /// FAVOR+ positive random features (Performer): phi(x) = exp(W x' - |x'|^2 / 2) / sqrt(m), x' = x d^(-1/4),
-/// so phi(q) . phi(k) estimates exp(q . k / sqrt(d)) without bias, and every feature is positive. Written
+/// so phi(q)^T phi(k) estimates exp(q^T k / sqrt(d)) without bias, and every feature is positive. Written
 /// as f = exp(W x' - max(W x')) (each row's largest feature is 1) with log scale max(W x') - |x'|^2 / 2 -
 /// log(m) / 2: no input overflows, however large.
 template <class T>
@@ -141,8 +141,8 @@ class favor_plus {
 };
 
 /// FAVOR trigonometric random features (Performer's sin/cos features): phi(x) = exp(|x'|^2 / 2) / sqrt(m)
-/// [cos(W x'), sin(W x')], x' = x d^(-1/4); 2m features for an (m, d) W, so phi(q) . phi(k) estimates
-/// exp(q . k / sqrt(d)) without bias. Features may be negative, and so may the estimated denominator:
+/// [cos(W x'), sin(W x')], x' = x d^(-1/4); 2m features for an (m, d) W, so phi(q)^T phi(k) estimates
+/// exp(q^T k / sqrt(d)) without bias. Features may be negative, and so may the estimated denominator:
 /// outputs of rows whose denominator comes near zero are large (see the guard in linear/attention.hpp).
 template <class T>
 class favor_trig {

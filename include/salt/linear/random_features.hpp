@@ -30,20 +30,21 @@ enum class feature_norms {
   sqrt_d,  ///< every row rescaled to sqrt(d), the expected squared norm's root ("regularised" in Performer)
 };
 
-/// W (m, d): one random feature per row. Owned; copies are deep.
+/// W (m, d), row-major: one random feature per row. Owned (O(m d) memory); copies are deep. Every factory
+/// throws salt::error naming it when m or d < 1.
 template <class T>
 class random_features {
  public:
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "salt::random_features holds float or double.");
 
-  /// Orthogonal random features (Choromanski et al. 2021, section 2.4). Draw order: ceil(m / d) blocks,
+  /// Orthogonal random features (Choromanski et al., 2021, section 2.4). Draw order: ceil(m / d) blocks,
   /// each d * d normal() draws row by row (a last block is drawn whole and its first m mod d rows kept);
   /// each block's rows are orthonormalised in order by modified Gram-Schmidt in double, run twice for
   /// orthogonality to rounding; then, for feature_norms::chi, m * d more draws, row by row, whose row norms
   /// scale the rows. The arithmetic is scalar, with explicit std::fma, so no compiler contraction or
   /// vectorisation changes a bit: W depends only on the seed and random_generator::normal(). Rounded to T
-  /// last, so float and double features of one seed agree to rounding.
+  /// last, so float and double features of one seed agree to rounding. Cost O(ceil(m / d) d^3).
   static random_features orthogonal(index m, index d, std::uint64_t seed, feature_norms norms = feature_norms::chi) {
     check_sizes(m, d, "salt::random_features::orthogonal");
     random_generator rng(seed);
@@ -71,7 +72,7 @@ class random_features {
     return f;
   }
 
-  /// I.i.d. features: m * d normal() draws, row by row.
+  /// I.i.d. features: m * d normal() draws, row by row; O(m d).
   static random_features gaussian(index m, index d, std::uint64_t seed) {
     check_sizes(m, d, "salt::random_features::gaussian");
     random_generator rng(seed);
