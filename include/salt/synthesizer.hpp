@@ -229,8 +229,8 @@ struct synthesizer_factorized {
 };
 
 /// Dense Synthesizer: a two-layer MLP per head maps each query token's input vector x_i to a row of
-/// max_len logits, W2 relu(W1 x_i + b1) + b2, of which the first Lk are used: logit (i, j) is
-/// W2[j] . relu(W1 x_i + b1) + b2[j].
+/// max_len logits, W2 relu(W1 x_i + b1) + b2, of which the first Lk are used: logit (i, j) is the dot
+/// product of row j of W2 with relu(W1 x_i + b1), plus b2[j].
 ///
 /// What x is: the paper feeds the layer input X (one row per token) to every head's MLP; salt takes it as
 /// an explicit (batch, 1 or Hq, Lq, d_model) view, token i of the view belonging to query i. One shared head

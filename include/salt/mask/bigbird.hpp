@@ -147,7 +147,7 @@ class bigbird_table {
       detail::require(v >= -1 && v < blocks, api, ": random block ", v, " is outside [0, ", blocks, ") (use -1 for none)");
   }
 
-  /// The mask for blocks of `block` tokens (the table fits sequences of (nb - 1) B + 1 .. nb B tokens).
+  /// The mask for blocks of `block` tokens (the table fits sequences of (nb - 1) B + 1 to nb B tokens).
   /// A view: valid while this table lives and is not moved from.
   bigbird mask(index block) const& noexcept { return {block, random_, heads_, entries_}; }
   /// A temporary table dies before its mask could be used: a compile error (a template, so only a call fails).
@@ -192,7 +192,7 @@ class bigbird_table {
 };
 
 /// Draws BigBird's random blocks from salt's portable generator: for each head, and each query block i in
-/// 1 .. nb - 2, `random` distinct key blocks among 1 .. nb - 2 outside i's window {i - 1, i, i + 1}, i.e.
+/// [1, nb - 2], `random` distinct key blocks among [1, nb - 2] outside i's window {i - 1, i, i + 1}, that is
 /// never a window or global block (transformers' constraint, without its extra rules: it also keeps block 1
 /// off block nb - 2 and vice versa, and for L in {1024, 3072, 4096} draws only from the first 1024 tokens).
 /// A row with no more candidates than `random` takes them all, in increasing order, and fills the rest

@@ -12,7 +12,7 @@
 
 namespace salt {
 
-/// Tokens listed in `indices` are global: query t sees every key and key t is seen by every query, i.e.
+/// Tokens listed in `indices` are global: query t sees every key and key t is seen by every query, so
 /// query q may see key k when q or k is listed. An index names one token of one sequence, query t and key t
 /// alike, so this mask needs Lq == Lk. The indices are sorted, unique, in [0, L), shared by every batch
 /// item and head, and not copied: they must outlive the call. A temporary container (an rvalue vector)
