@@ -96,11 +96,12 @@ template <class T>
 using input_view = std::type_identity_t<tensor_view<const T>>;
 
 /// Where the per-row log-sum-exp of a multi-head call goes: (batch, heads, query tokens), tokens contiguous.
-/// A default-constructed view (data == nullptr) means "not wanted".
+/// A default-constructed view (data == nullptr) means "not wanted". Non-owning: the buffer must outlive the
+/// calls given it.
 template <class T>
 struct lse_view {
   T* data = nullptr;  ///< the LSE of (batch 0, head 0, token 0); null: no LSE wanted
-  /// Elements from one batch item, and from one head, to the next. Non-owning, like tensor_view.
+  /// Elements from one batch item, and from one head, to the next.
   /// @{
   index batch_stride = 0, head_stride = 0;
   /// @}

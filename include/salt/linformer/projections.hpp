@@ -40,7 +40,7 @@ class linformer_projections {
   /// `heads` is the number of K/V heads served: per_head draws one pair for each, the shared modes draw
   /// one and serve any number. Draw order: E of head 0, F of head 0, E of head 1, ... (shared_kv: E only),
   /// each row by row, every entry stddev * random_generator(seed).normal() rounded to T; so float and double
-  /// projections of one seed agree to rounding.
+  /// projections of one seed agree to rounding. Throws salt::error when k, max_len or heads < 1.
   static linformer_projections gaussian(index k, index max_len, index heads, linformer_sharing mode,
                                         std::uint64_t seed) {
     check_sizes(k, max_len, heads, "salt::linformer_projections::gaussian");
@@ -48,7 +48,7 @@ class linformer_projections {
   }
 
   /// Xavier (Glorot) normal, the initialiser of a learned projection: N(0, 2 / (max_len + k)), the layer
-  /// mapping max_len positions to k. Same draw order as gaussian().
+  /// mapping max_len positions to k. Same draw order and errors as gaussian().
   static linformer_projections xavier_normal(index k, index max_len, index heads, linformer_sharing mode,
                                              std::uint64_t seed) {
     check_sizes(k, max_len, heads, "salt::linformer_projections::xavier_normal");

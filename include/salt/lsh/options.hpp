@@ -46,7 +46,7 @@ struct lsh_options {
 /// HuggingFace's choice when num_buckets is unset (LSHSelfAttention._set_num_buckets): 2 L / chunk_length
 /// rounded down to a power of two, factorised into two powers of two when above
 /// 2 max(sqrt(max_positions / chunk_length), chunk_length). The factorised form keeps the hashing cost per
-/// token at O(sqrt(L)) rotation columns.
+/// token at O(sqrt(L)) rotation columns. Throws salt::error when an argument is < 1.
 inline std::vector<index> reformer_buckets(index length, index chunk_length, index max_positions) {
   detail::require(length >= 1 && chunk_length >= 1 && max_positions >= 1, "salt::reformer_buckets: length ", length,
                   ", chunk_length ", chunk_length, " and max_positions ", max_positions, " must be >= 1");
@@ -71,7 +71,8 @@ class lsh_rotations {
   using matrix_map = Eigen::Map<const row_matrix<T>>;
 
   /// Standard normal entries, as torch.randn draws HF's: drawn in the order of HF's tensor (head, feature,
-  /// round, column), each random_generator(seed).normal() rounded to T.
+  /// round, column), each random_generator(seed).normal() rounded to T. Throws salt::error when heads, d,
+  /// n_hashes or the rotation width is < 1.
   static lsh_rotations gaussian(index heads, index d, const lsh_options& opt, std::uint64_t seed) {
     constexpr const char* api = "salt::lsh_rotations::gaussian";
     check_sizes(heads, d, opt.n_hashes, opt.rotation_width(), api);
