@@ -167,7 +167,7 @@ class bigbird_table {
   index random() const noexcept { return random_; }
   /// (heads, nb - 2, random): the entries, a view of this table's storage.
   std::span<const std::int32_t> entries() const& noexcept { return entries_; }
-  std::span<const std::int32_t> entries() const&& = delete;  // would view a temporary's entries
+  std::span<const std::int32_t> entries() const&& = delete;  ///< deleted: it would view a temporary's entries
   /// Random block `t` of query block i (1 <= i <= nb - 2) of head h.
   std::int32_t at(index h, index i, index t) const noexcept {
     return entries_[static_cast<std::size_t>((h * (blocks_ - 2) + (i - 1)) * random_ + t)];

@@ -307,8 +307,8 @@ class block_layout_csr {
   std::span<const index> row_offsets() const& noexcept { return offsets_; }
   /// (nnz): every row's key blocks, one row after another; a view of this object's storage.
   std::span<const index> columns() const& noexcept { return columns_; }
-  std::span<const index> row_offsets() const&& = delete;  // would view a temporary's lists
-  std::span<const index> columns() const&& = delete;
+  std::span<const index> row_offsets() const&& = delete;  ///< deleted: it would view a temporary's lists
+  std::span<const index> columns() const&& = delete;      ///< deleted: it would view a temporary's lists
 
  private:
   index block_, heads_, blocks_;
