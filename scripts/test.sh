@@ -8,10 +8,12 @@
 #             OpenMP teams inside them, watched through LLVM's Archer tool);
 # then scripts/fuzz.sh: the corpus replays (which must pass) and every libFuzzer harness for FUZZ_SECONDS
 # (default 60) each, whose new findings are reported, not failed on (FUZZ_FINDINGS=fail makes them fail).
+# First, in seconds: the API reference (Doxygen), in which an undocumented public name or a broken doc
+# comment is an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh cmake make g++ clang libclang-rt-14-dev libomp-14-dev libeigen3-dev catch2 libbenchmark-dev \
-  python3-matplotlib
+  python3-matplotlib doxygen
 jobs=$(nproc)
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
@@ -27,6 +29,11 @@ run() {  # run NAME CXX TARGET "TEST REGEX" CMAKE_ARGS...  (empty TARGET / REGEX
   fi
   ctest --test-dir "build/$name" --output-on-failure --no-tests=error -j "$jobs" ${regex:+-R "$regex"}
 }
+
+echo "=== docs (Doxygen; warnings are errors)"
+cmake -S . -B build/docs -DSALT_BUILD_DOCS=ON -DSALT_BUILD_TESTS=OFF -DSALT_BUILD_BENCHMARKS=OFF \
+  -DSALT_BUILD_EXAMPLES=OFF -DSALT_INSTALL=OFF > /dev/null
+cmake --build build/docs --target salt_docs
 
 run native g++ "" "" -DCMAKE_BUILD_TYPE=Release -DSALT_BUILD_BENCHMARKS=ON
 run sanitize clang++ "" "" -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" \
