@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <vector>
 
 namespace salt::test {
@@ -81,6 +82,43 @@ linear_mat<U> linear_formula(const linear_mat<U>& pq, const linear_mat<U>& pk, c
     if (den != 0) out.row(i) = a * vu.topRows(n) / den;
   }
   return out;
+}
+
+/// What the kernels' association may add to the error of a correct computation in T, beyond twice the
+/// naive formula's (the floor of shared/DESIGN.md §5's criterion, for linear attention): 2 gamma_{n+m}
+/// cond max(|v|, |out|), gamma_k = k u / (1 - k u), u = epsilon / 2, for rows that see at most `keys` = n
+/// keys through `features` = m features, `condition` = max cond of those rows (linear_formula) and
+/// `magnitude` = max(|v| over the keys they see, |out|).
+///
+/// Why "twice the naive formula" does not bound the kernels on its own: the formula forms a_j = p . k_j
+/// (p = phi(q), k_j = phi(k_j), m products) and then sums a_j and a_j v_j over keys; the kernels sum the
+/// keys' features first, z = sum_j k_j and S = sum_j k_j v_j^T, each entry one in-order chain over the
+/// keys (state updates, chunk after chunk), and then read p . z and p S. Different association, different
+/// roundings: the naive error is no measure of the kernels'. Where a key's features are huge (1e8 beside
+/// features of order 1), every later addition to z rounds at the huge magnitude, and the keys whose relu
+/// feature is exactly epsilon add the very same value each time, so they commit the same rounding error
+/// each time: it grows like n u, not sqrt(n) u (fuzz_linear's found-relu-huge-key-repeated-rounding: 45
+/// additions of fl(6.9) at 2^26..2^27, each 0.4 ulp high, put z 33 u high, the output 40 u low, where
+/// the formula, summing a_j that differ from key to key over Eigen's several partial sums, is 9 u off).
+///
+/// The bound, first order in u. In any of the kernels' forms (non-causal state, causal chunks reading the
+/// state and then adding their own scores, a long head's scan of block states, the recurrent state) each
+/// product p_l k_jl reaches den through at most n + m roundings: its own and the later additions of the
+/// chain over the n keys (the state's, then the chunk's own scores added to the state's read; a scan
+/// adds block states that hold keys, standing for additions of those keys), and the m-term sum over
+/// features. p_l k_jl v_jc reaches num_c likewise (a fused multiply-add is one rounding). So
+/// |d den| <= gamma_{n+m} sum_jl |p_l k_jl| = gamma_{n+m} cond |den|, |d num_c| <= gamma_{n+m} sum_jl
+/// |p_l k_jl| |v_jc| <= gamma_{n+m} cond |den| max_j |v_jc|, and |d out_c| <= (|d num_c| + |out_c| |d den|)
+/// / |den| <= gamma_{n+m} cond (max_j |v_jc| + |out_c|) <= this floor. The division's rounding and the
+/// features' own errors are the criterion's other floor. It is the worst-case bound (316 u for the row
+/// above, 8x its error), not a probabilistic sqrt(n + m) one: that assumes independent roundings, and the
+/// repeated ones above are not. A wrong kernel is far outside it: a key missed or seen too early moves an
+/// output by about |v| a_j / den (|v| / n for keys of equal weight), a sum carried in float by 1e-8 |v|.
+template <class T>
+double linear_association_floor(index keys, index features, double condition, double magnitude) {
+  const double u = static_cast<double>(std::numeric_limits<T>::epsilon()) / 2;
+  const double k = static_cast<double>(keys + features);
+  return 2 * (k * u / (1 - k * u)) * condition * magnitude;
 }
 
 }  // namespace salt::test

@@ -7,6 +7,7 @@
 // errors.
 #include <salt/linear.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -67,6 +68,20 @@ struct case_mask {
   idx len;
 };
 
+/// The accuracy criterion for a linear-attention output against the formula: twice the naive formula's error,
+/// the usual floor, and the error the kernels' association may add (linear_association_floor), over rows that
+/// see at most `keys` keys, at the largest condition among `cond` (linear_formula's).
+template <class T, class U>
+accuracy<T> judge_linear(const mat<T>& out, const mat<T>& naive, const mat<U>& ref, const mat<T>& v, idx keys,
+                         idx features, const std::vector<U>& cond) {
+  double condition = 1;
+  for (const U c : cond)
+    if (std::isfinite(static_cast<double>(c))) condition = std::max(condition, static_cast<double>(c));
+  auto acc = judge<T>(out, naive, ref, finite_scale(v));
+  acc.floor += linear_association_floor<T>(keys, features, condition, std::max(finite_scale(v), finite_scale(ref)));
+  return acc;
+}
+
 /// One head, one map and mask, against the formula: kernel, naive-in-T and oracle.
 template <class T, class Map, class Mask>
 void check_map(const std::string& name, const Map& map, const mat<T>& w, const mat<T>& q, const mat<T>& k,
@@ -75,9 +90,11 @@ void check_map(const std::string& name, const Map& map, const mat<T>& w, const m
   const mat<T> out = salt::linear_attention(q, k, v, map, mask);
   const mat<T> naive = linear_formula<T, T>(features_def<T>(map, q, w), features_def<T>(map, k, w), v, cm.causal,
                                             cm.shift, cm.len);
+  std::vector<U> den, cond;
   const mat<U> ref = linear_formula<U, T>(features_def<U>(map, q, w), features_def<U>(map, k, w), v, cm.causal,
-                                          cm.shift, cm.len);
-  const auto acc = judge<T>(out, naive, ref, finite_scale(v));
+                                          cm.shift, cm.len, &den, &cond);
+  const idx keys = cm.causal ? std::clamp<idx>(q.rows() + cm.shift, 0, cm.len) : cm.len;  // the last row's
+  const auto acc = judge_linear<T>(out, naive, ref, v, keys, map.features(q.cols()), cond);
   CAPTURE(name, q.rows(), k.rows(), q.cols(), v.cols(), cm.causal, cm.shift, cm.len, sizeof(T));
   CAPTURE(acc.kernel_error, acc.naive_error, acc.floor);
   CHECK(acc.ok());
@@ -274,8 +291,12 @@ TEMPLATE_TEST_CASE("streaming equals the causal parallel form", "[linear][stream
     const mat<T> none;
     const mat<T>& wm = std::is_same_v<Map, salt::elu_plus_one> ? none : w.matrix();
     const mat<T> naive = linear_formula<T, T>(features_def<T>(map, q, wm), features_def<T>(map, k, wm), v, true, 0, L);
-    const mat<U> ref = linear_formula<U, T>(features_def<U>(map, q, wm), features_def<U>(map, k, wm), v, true, 0, L);
-    const auto s = judge<T>(stream, naive, ref, finite_scale(v)), p = judge<T>(parallel, naive, ref, finite_scale(v));
+    std::vector<U> den, cond;
+    const mat<U> ref =
+        linear_formula<U, T>(features_def<U>(map, q, wm), features_def<U>(map, k, wm), v, true, 0, L, &den, &cond);
+    const idx m = map.features(d);
+    const auto s = judge_linear<T>(stream, naive, ref, v, L, m, cond);
+    const auto p = judge_linear<T>(parallel, naive, ref, v, L, m, cond);
     CAPTURE(name, s.kernel_error, p.kernel_error, s.naive_error, s.floor);
     CHECK(s.ok());
     CHECK(p.ok());

@@ -94,6 +94,7 @@ void check_head(const std::string& what, const Map& map, const mat<T>& w, const 
     }
   }
   std::vector<idx> rows;
+  idx keys = 0;  // the most keys a judged row sees
   for (idx i = 0; i < lq; ++i) {
     const idx n = vis.keys(i);
     if (n > first_bad || !finite_row(q.row(i).data(), d)) continue;
@@ -117,6 +118,7 @@ void check_head(const std::string& what, const Map& map, const mat<T>& w, const 
       ok = false;  // the state overflows T: not judged (bounded inputs never get here, they failed above)
     if (ok) {
       rows.push_back(i);
+      keys = std::max(keys, n);
       const double ci = static_cast<double>(cond[static_cast<std::size_t>(i)]);
       if (std::isfinite(ci)) condition = std::max(condition, ci);
     }
@@ -137,11 +139,11 @@ void check_head(const std::string& what, const Map& map, const mat<T>& w, const 
   // Where the denominator cancels, the output itself grows with the condition (|out| up to |v| cond), and so
   // does its error relative to it: the floor takes the larger of the values and the reference outputs.
   const double magnitude = std::max(salt::test::finite_scale(v.topRows(seen)), salt::test::finite_scale(ro));
-  // The kernel associates differently from the formula: phi(q) (phi(K)^T V) / phi(q) z sums m feature products
-  // per output column, where the formula forms phi(q) . phi(k) once and scales V by it (exact for one key). Its
-  // error is then that of a sum of m terms (about sqrt(m) ulp), which the formula's own error does not bound.
-  const double features = std::sqrt(static_cast<double>(std::max<idx>(map.features(d), 1)));
-  const auto e = salt::test::judge<T>(ko, no, ro, magnitude * condition * terms * features);
+  // The kernel associates differently from the formula (features summed over keys first, then read by phi(q)),
+  // so the formula's own error does not bound the kernel's: the floor adds the worst-case error of the kernel's
+  // association, derived at linear_association_floor (tests/linear_reference.hpp).
+  auto e = salt::test::judge<T>(ko, no, ro, magnitude * condition * terms);
+  e.floor += salt::test::linear_association_floor<T>(keys, map.features(d), condition, magnitude);
   if (!e.ok()) {
     idx worst = 0;
     double worst_err = -1;
