@@ -4,7 +4,7 @@
 // float and double; a user's prefix-shaped and key-only masks; causality bit for bit (later tokens perturbed,
 // including a key that forces a rescale); streaming = causal parallel; |x| = 30 inputs; fidelity to exact
 // softmax attention as m grows and orthogonal against i.i.d. features (fixed seeds); thread independence;
-// errors.
+// errors; and fuzz_linear's finding of a huge key whose state sums round alike.
 #include <salt/linear.hpp>
 
 #include <algorithm>
@@ -137,6 +137,34 @@ TEMPLATE_TEST_CASE("linear attention matches the formula of its map", "[linear][
     if (!in_sweep(s.lq, s.lk)) continue;
     check_all_maps<TestType>(s.lq, s.lk, s.d, s.dv, static_cast<std::uint64_t>(s.lq * 1000 + s.lk));
   }
+}
+
+TEST_CASE("linear attention: a huge key makes the state's sums round alike (fuzz_linear's finding)",
+          "[linear][reference]") {
+  // fuzz_linear's corpus entry found-relu-huge-key-repeated-rounding, rebuilt with the harness's generator and
+  // draws: double, heads 2/2, lq 70, lk 156, d 3, dv 12, relu(x) with epsilon 6.9, causal & key_padding (all
+  // keys), head 1, whose key 68 is 1e8 in its second entry. Its later keys with a second entry <= 0 add exactly
+  // fl(6.9) to z at 2^26, each addition 0.4 ulp high: the output is 40 u off where the formula, associating
+  // differently, is 9 u off. The criterion allows it through linear_association_floor (linear_reference.hpp).
+  using T = double;
+  const idx heads = 2, lq = 70, lk = 156, d = 3, dv = 12;
+  salt::random_generator rng(1348423237);
+  rng.next();  // the harness draws the seed of its random features first
+  auto draw = [&](idx n, double scale) {
+    std::vector<T> x(static_cast<std::size_t>(n));
+    for (T& e : x) e = scale * (2 * rng.uniform() - 1);
+    return x;
+  };
+  const std::vector<T> qs = draw(heads * lq * d, 3.0);
+  std::vector<T> ks = draw(heads * lk * d, 1.0);
+  const std::vector<T> vs = draw(heads * lk * dv, 1.0);
+  ks[static_cast<std::size_t>((lk + 68) * d + 1)] = T(1e8);  // the harness's other special, a NaN, is in head 0
+  const mat<T> q = Eigen::Map<const mat<T>>(qs.data() + lq * d, lq, d);  // head 1: (lq, d)
+  const mat<T> k = Eigen::Map<const mat<T>>(ks.data() + lk * d, lk, d);  // (lk, d)
+  const mat<T> v = Eigen::Map<const mat<T>>(vs.data() + lk * dv, lk, dv);  // (lk, dv)
+  const std::vector<idx> len{lk};
+  check_map<T>("relu(x) causal & key_padding", salt::relu_features<T>(T(6.9)), mat<T>(), q, k, v,
+               salt::causal{} & salt::key_padding{len}, {true, lk - lq, lk});
 }
 
 TEMPLATE_TEST_CASE("a user's prefix-shaped or key-only mask reaches linear attention", "[linear][reference]", float,
