@@ -265,7 +265,8 @@ TEMPLATE_TEST_CASE("a tile whose rows see every key is cut into key partitions, 
   v(L / 3, 5) = std::numeric_limits<T>::quiet_NaN();
   const std::vector<idx> g{0, 1, 2, L / 2 + 7, L - 1};
   const auto mask = salt::sliding_window{.left = 64, .right = 64} | salt::global_tokens{g};
-  const salt::detail::engine_schedule schedule = salt::detail::schedule_tiles<T>(mask, 1, 1, L, L, 1);
+  const auto layout = salt::detail::row_layout::of(L, 1, 1, salt::detail::tile_shape<T>::query_tile);
+  const salt::detail::engine_schedule schedule = salt::detail::schedule_tiles<T>(mask, layout, 1, 1, L, 1);
   REQUIRE(schedule.splits.size() == 3);  // the tiles of 0-2, of L/2 + 7 and of L - 1; none other
   for (const auto& cut : schedule.splits) CHECK(cut.parts > 1);
   check_head<T>(q, k, v, mask);

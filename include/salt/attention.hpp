@@ -18,6 +18,7 @@
 #include "detail/one_head.hpp"
 #include "detail/sparse_transformer_passes.hpp"
 #include "error.hpp"
+#include "kv_cache.hpp"
 #include "mask.hpp"
 #include "merge.hpp"
 #include "run_options.hpp"
@@ -52,6 +53,36 @@ void attention(const input_view<T>& q, const input_view<T>& k, const input_view<
     if (detail::run_sparse_transformer_passes(problem)) return;
   }
   detail::run_engine(problem);
+}
+
+/// Multi-head attention over a paged KV cache (kv_cache.hpp), read in place through its page table: q (B, Hq,
+/// Lq, d) against sequence b's lengths[b] cached keys of k (d features) and values of v (dv), out (B, Hq, Lq,
+/// dv), lse (B, Hq, Lq) when given. Sequences may have different lengths (a ragged batch); masks and scores see
+/// each one's own Lk = lengths[b] (so causal{} aligns its new queries with its last keys) and are checked against
+/// the longest. k and v may live in different page pools and tables but must hold the same lengths. The result
+/// is bit for bit that of the same cache stored contiguously. Time and memory as the strided overload (memory
+/// for plans: the longest sequence's). Throws salt::error naming salt::attention for mismatched shapes, a page
+/// table naming a page outside the cache or shorter than a sequence's length (with the sequence and the page),
+/// an out overlapping the pages, or a policy's failed check; nothing is written then.
+template <class T, mask_policy Mask = no_mask, score_policy_for<T> Score = dot_product>
+void attention(const input_view<T>& q, const std::type_identity_t<paged_view<const T>>& k,
+               const std::type_identity_t<paged_view<const T>>& v, const tensor_view<T>& out, const lse_view<T>& lse,
+               const Mask& mask = {}, const Score& score = {}, const run_options& opts = {}) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
+                "salt::attention computes in float or double.");
+  constexpr const char* api = "salt::attention";
+  detail::check_paged_qkv(q, k, v, out, opts, api);
+  const problem_dims dims{q.batch, q.heads, k.heads, q.tokens, k.max_tokens(), q.features, v.features};
+  detail::check_policies(dims, api, mask, score);
+  detail::run_engine(detail::engine_problem<T, Mask, Score, paged_view<const T>>{q, k, v, out, lse, mask, score, opts.threads});
+}
+
+/// Attention over a paged KV cache without the log-sum-exp: as the overload above, with no lse.
+template <class T, mask_policy Mask = no_mask, score_policy_for<T> Score = dot_product>
+void attention(const input_view<T>& q, const std::type_identity_t<paged_view<const T>>& k,
+               const std::type_identity_t<paged_view<const T>>& v, const tensor_view<T>& out, const Mask& mask = {},
+               const Score& score = {}, const run_options& opts = {}) {
+  attention(q, k, v, out, lse_view<T>{}, mask, score, opts);
 }
 
 /// Multi-head attention without the log-sum-exp: as the overload above, with no lse.

@@ -7,6 +7,7 @@
 #include "borrowed_span.hpp"
 #include "config.hpp"
 #include "error.hpp"
+#include "kv_cache.hpp"
 #include "linear.hpp"
 #include "linformer.hpp"
 #include "lsh.hpp"

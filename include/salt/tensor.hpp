@@ -5,6 +5,7 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <type_traits>
 
 #include "config.hpp"
@@ -26,16 +27,29 @@ template <class T>
 using matrix_cref = Eigen::Ref<const row_matrix<T>, 0, Eigen::OuterStride<>>;
 
 /// One head as the kernels see it: `rows` tokens of `cols` features, token r at `data + r * row_stride`,
-/// features contiguous. Non-owning: the data must outlive the view.
+/// features contiguous; or, when `pages` is set (a paged KV cache, kv_cache.hpp), token r in page
+/// pages[r / page_tokens], at data + pages[r / page_tokens] * page_stride + (r % page_tokens) * row_stride.
+/// Non-owning: the data (and the page list) must outlive the view.
 template <class T>
 struct head_view {
-  T* data = nullptr;    ///< token 0's first feature
+  T* data = nullptr;    ///< token 0's first feature (paged: the head's first feature in page 0)
   index rows = 0;       ///< tokens
   index cols = 0;       ///< features per token, contiguous
-  index row_stride = 0; ///< elements from one token to the next
+  index row_stride = 0; ///< elements from one token to the next (paged: within a page)
+  const index* pages = nullptr;  ///< paged: the page of each run of page_tokens tokens; null: one strided run
+  index page_tokens = 0;         ///< paged: tokens per page
+  index page_stride = 0;         ///< paged: elements from one page to the next
 
   /// Token r's `cols` features; no bounds check.
-  T* row(index r) const noexcept { return data + r * row_stride; }
+  T* row(index r) const noexcept {
+    if (pages) return data + pages[r / page_tokens] * page_stride + (r % page_tokens) * row_stride;
+    return data + r * row_stride;
+  }
+  /// How many tokens from r on are one strided run from row(r): to the end of r's page, or of the view.
+  index run_from(index r) const noexcept {
+    if (pages) return std::min(rows, (r / page_tokens + 1) * page_tokens) - r;
+    return rows - r;
+  }
 };
 
 /// A strided view over a (batch, heads, tokens, features) buffer. Features are contiguous; the other

@@ -8,13 +8,17 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <span>
+#include <utility>
 #include <vector>
 
 #include "../config.hpp"
 #include "../mask/concept.hpp"
 #include "../score/concept.hpp"
+#include "../score/sinks.hpp"
 #include "../tensor.hpp"
 #include "engine_schedule.hpp"
+#include "engine_tiles.hpp"
 #include "merge_rows.hpp"
 #include "micro_kernels.hpp"
 #include "parallel.hpp"
@@ -27,33 +31,41 @@ template <class T>
 struct engine_workspace {
   using shape = tile_shape<T>;
   aligned_buffer<T> qt;      // (d, query_tile): the query tile, transposed and scaled
+  aligned_buffer<T> qr;      // (query_tile, d): a decode tile's rows, scaled (dot_few_rows)
   aligned_buffer<T> st;      // (key_block, query_tile): logits, then probabilities, key-major
   aligned_buffer<T> o;       // (query_tile, o_stride): unnormalised output rows
   aligned_buffer<T> m, l, alpha;  // (query_tile): running max, running sum, this block's rescale
+  aligned_buffer<T> ones;         // (query_tile): the rescale of a block's second run of rows (paged caches)
   aligned_buffer<T> v_finite;     // (key_block, o_stride): a cut block's values with non-finite entries read as 0
   std::vector<block_run> plan_storage;
   index o_stride = 0, plan_capacity = 0, plan_lists = 0;
 
   engine_workspace(index d, index dv, index lk, index lists)
       : qt(std::max<index>(d, 1) * shape::query_tile),
+        qr(std::max<index>(d, 1) * shape::query_tile),
         st(shape::key_block * shape::query_tile),
         o(shape::query_tile * round_up(std::max<index>(dv, 1))),
         m(shape::query_tile),
         l(shape::query_tile),
         alpha(shape::query_tile),
+        ones(shape::query_tile),
         v_finite(shape::key_block * round_up(std::max<index>(dv, 1))),
-        plan_storage(static_cast<std::size_t>(lists * ((lk + shape::key_block - 1) / shape::key_block + 1))),
+        plan_storage(static_cast<std::size_t>(tile_plan_lists(lists) * ((lk + shape::key_block - 1) / shape::key_block + 1))),
         o_stride(round_up(std::max<index>(dv, 1))),
         plan_capacity((lk + shape::key_block - 1) / shape::key_block + 1),
-        plan_lists(lists) {}
+        plan_lists(tile_plan_lists(lists)) {
+    std::fill_n(ones.data(), shape::query_tile, T(1));
+  }
 
   static index round_up(index n) { return (n + shape::N - 1) / shape::N * shape::N; }
 };
 
-/// Arguments of one engine run, already checked by the public entry point.
-template <class T, class Mask, class Score>
+/// Arguments of one engine run, already checked by the public entry point. K and V are strided views, or a
+/// paged cache (paged_view, kv_cache.hpp) whose sequences have lengths of their own.
+template <class T, class Mask, class Score, class KV = tensor_view<const T>>
 struct engine_problem {
-  tensor_view<const T> q, k, v;
+  tensor_view<const T> q;
+  KV k, v;
   tensor_view<T> out;
   lse_view<T> lse;
   const Mask& mask;
@@ -61,13 +73,23 @@ struct engine_problem {
   int threads;
 };
 
+/// The most keys any sequence of a K/V view has (plans and workspaces are sized for it).
+template <class T>
+index longest_keys(const tensor_view<const T>& kv) noexcept {
+  return kv.tokens;
+}
+template <class KV>
+index longest_keys(const KV& kv) noexcept {
+  return kv.max_tokens();
+}
+
 /// P V for a block the mask cuts and whose values hold NaN or +-Inf, where p = 0 times such a value would
 /// still be NaN. The block goes through pv_tile with those entries read as 0, so a row that cannot see
 /// them gets the very bits it gets without them; then every allowed pair adds its non-finite entries, so a
 /// row that can see one gets NaN or +-Inf as the naive sum would.
 template <class T, class Mask>
 void add_non_finite_block(const Mask& mask, engine_workspace<T>& ws, const T* st, const head_view<const T>& V,
-                          index k0, index nk, index q0, index nq, index rows, const problem_shape& where) {
+                          index k0, index nk, index rows, const row_layout& layout, const tile_item& t, index lk) {
   constexpr index S = tile_shape<T>::query_tile;
   const index dv = V.cols;
   T* const vf = ws.v_finite.data();
@@ -79,13 +101,16 @@ void add_non_finite_block(const Mask& mask, engine_workspace<T>& ws, const T* st
   for (index j = 0; j < nk; ++j) {
     const T* vr = V.row(k0 + j);
     if (all_finite(vr, 1, dv, dv)) continue;
-    for (index i = 0; i < nq; ++i) {
-      if (!mask.allows(q0 + i, k0 + j, where)) continue;
-      const T p = st[j * S + i];
-      T* orow = ws.o.data() + i * ws.o_stride;
-      for (index c = 0; c < dv; ++c)
-        if (!std::isfinite(vr[c])) orow[c] += p * vr[c];
-    }
+    layout.for_each_segment(t.g, t.tile, [&](const tile_segment& s) {
+      const problem_shape where{layout.lq, lk, t.b, s.h};
+      for (index i = 0; i < s.n; ++i) {
+        if (!mask.allows(s.q0 + i, k0 + j, where)) continue;
+        const T p = st[j * S + s.row + i];
+        T* orow = ws.o.data() + (s.row + i) * ws.o_stride;
+        for (index c = 0; c < dv; ++c)
+          if (!std::isfinite(vr[c])) orow[c] += p * vr[c];
+      }
+    });
   }
 }
 
@@ -102,11 +127,22 @@ void prefetch_rows(const head_view<T>& x, index r0, index r1) noexcept {
 #endif
 }
 
-/// qt (d rows of query_tile) = scale * Q's rows [q0, q0 + nq), transposed; columns nq ... qp N - 1 zero.
+/// Calls f(row pointer, j, n) for each strided run of rows [k0 + j, k0 + j + n) covering [k0, k0 + nk) of x:
+/// one run, unless x is a paged cache whose page ends inside the block.
+template <class T, class F>
+EIGEN_STRONG_INLINE void for_each_run(const head_view<const T>& x, index k0, index nk, F&& f) {
+  for (index j = 0; j < nk;) {
+    const index n = std::min(nk - j, x.run_from(k0 + j));
+    f(x.row(k0 + j), j, n);
+    j += n;
+  }
+}
+
+/// Columns [0, nq) of qt (d rows of query_tile) = scale * Q's rows [q0, q0 + nq), transposed.
 /// Square blocks of N queries x N features are transposed in registers: one scalar store per element cost
 /// a sparse tile, which visits few key blocks, close to a tenth of its time.
 template <class T>
-void pack_queries(const head_view<const T>& Q, index q0, index nq, int qp, T scale, T* qt) noexcept {
+void pack_queries(const head_view<const T>& Q, index q0, index nq, T scale, T* qt) noexcept {
   constexpr int N = lanes<T>;
   constexpr index S = tile_shape<T>::query_tile;
   const index d = Q.cols;
@@ -121,51 +157,94 @@ void pack_queries(const head_view<const T>& Q, index q0, index nq, int qp, T sca
     const T* row = Q.row(q0 + i);
     for (index c = 0; c < d; ++c) qt[c * S + i] = row[c] * scale;
   }
-  for (index i = nq; i < qp * N; ++i)
-    for (index c = 0; c < d; ++c) qt[c * S + i] = T(0);
 }
 
-/// Where a tile's normalised rows go: the call's output rows and LSEs, or a key partition's scratch.
+/// Adds query head h's attention sink (score/sinks.hpp) to a finished row: its denominator gains e^sink, so
+/// lse' = log(e^lse + e^sink) and the row scales by e^(lse - lse'). A row that saw no key (lse -inf) keeps its
+/// zeros and gets LSE sink; a NaN LSE stays NaN.
+template <class T, class Score>
+void add_sink(const Score& score, index h, T* out, index dv, T& lse) noexcept {
+  if constexpr (has_sinks<Score>) {
+    const T sink = static_cast<T>(score.sink_logit(h));
+    const T top = std::max(lse, sink);
+    if (top == -std::numeric_limits<T>::infinity()) return;  // no key and a sink of -inf: the row sees nothing
+    const T merged = top + std::log(std::exp(lse - top) + std::exp(sink - top));
+    const T w = std::exp(lse - merged);
+    for (index c = 0; c < dv; ++c) out[c] *= w;
+    lse = merged;
+  } else {
+    (void)score, (void)h, (void)out, (void)dv, (void)lse;
+  }
+}
+
+/// Where a tile's normalised rows go: a key partition's scratch (tile row r at out + r * out_stride, its LSE
+/// at lse[r]), or, when out is null, the call's own output rows and LSEs.
 template <class T>
 struct tile_rows {
-  T* out = nullptr;  ///< the tile's first output row
+  T* out = nullptr;
   index out_stride = 0;
-  T* lse = nullptr;  ///< the tile's first LSE (contiguous), or null
+  T* lse = nullptr;
 };
 
-/// One query tile of one head: plan, visit the planned key blocks in `range`, normalise, write to `dst`.
-template <class T, class Mask, class Score>
-void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, index tile, engine_workspace<T>& ws,
-                    block_range range, const tile_rows<T>& dst) {
+/// One segment's output rows in the call, and their LSEs (null when not wanted).
+template <class T, class Mask, class Score, class KV>
+std::pair<head_view<T>, T*> call_rows(const engine_problem<T, Mask, Score, KV>& pb, index b, const tile_segment& s) noexcept {
+  const head_view<T> O = pb.out.head(b, s.h);
+  return {head_view<T>{O.row(s.q0), s.n, O.cols, O.row_stride}, pb.lse.data ? pb.lse.head(b, s.h) + s.q0 : nullptr};
+}
+
+/// One tile (row_layout): plan, visit the planned key blocks in `range`, normalise, write to `dst`.
+template <class T, class Mask, class Score, class KV>
+void run_query_tile(const engine_problem<T, Mask, Score, KV>& pb, const row_layout& layout, const tile_item& t,
+                    engine_workspace<T>& ws, block_range range, const tile_rows<T>& dst) {
   using shape = tile_shape<T>;
   constexpr index S = shape::query_tile;
   constexpr index BK = shape::key_block;
   constexpr int N = shape::N;
-  const index group = pb.q.heads / pb.k.heads;
-  const head_view<const T> Q = pb.q.head(b, h), K = pb.k.head(b, h / group), V = pb.v.head(b, h / group);
-  const head_view<T> O = pb.out.head(b, h);
-  const index d = Q.cols, dv = V.cols, lq = Q.rows, lk = K.rows;
-  const index q0 = tile * S, nq = std::min(S, lq - q0);
+  const index group = pb.q.heads / pb.k.heads, first_head = t.g * layout.packed;
+  const head_view<const T> K = pb.k.head(t.b, first_head / group), V = pb.v.head(t.b, first_head / group);
+  const index d = pb.q.features, dv = V.cols, lk = K.rows;
+  const index nq = layout.rows_of(t.tile);
   const int qp = static_cast<int>((nq + N - 1) / N);
   const index rows = (nq + shape::R - 1) / shape::R * shape::R;
-  const problem_shape where{lq, lk, b, h};
+  auto where = [&](const tile_segment& s) { return problem_shape{layout.lq, lk, t.b, s.h}; };
 
   // Pack the tile transposed and pre-scaled; padding queries stay zero.
   // The scale is applied to the packed queries; log2(e) is not folded in with it, because rounding every
   // scaled element (1/sqrt(d) is often a power of two, log2(e) never is) costs 4x the naive float error
   // at logits of 1e4. The softmax converts s - m instead, which is exact near the max, at no measured cost.
   const T scale = Score::uses_dot_product() ? static_cast<T>(pb.score.dot_scale(d)) : T(0);
-  if constexpr (Score::uses_dot_product()) pack_queries(Q, q0, nq, qp, scale, ws.qt.data());
-  // The next tile's queries and output rows, which the thread most often takes next: between two tiles
-  // the key blocks of a sparse pattern (and LSH's sorted rows) break the hardware prefetcher's stream.
-  prefetch_rows<false>(Q, q0 + S, q0 + 2 * S);
-  prefetch_rows<true>(O, q0 + S, q0 + 2 * S);
+  // A decode tile of at most half a packet of rows takes its logits along the features (dot_few_rows), its rows
+  // kept as they are; prefill tiles, and their last tile whatever its rows, always through dot_tile.
+  const int few_rows = layout.decodes() ? few_rows_stack<T>(nq) : 0;
+  if constexpr (Score::uses_dot_product()) {
+    if (few_rows > 0) {
+      layout.for_each_segment(t.g, t.tile, [&](const tile_segment& s) {
+        const head_view<const T> Q = pb.q.head(t.b, s.h);
+        for (index i = 0; i < s.n; ++i)
+          for (index c = 0; c < d; ++c) ws.qr[(s.row + i) * d + c] = Q.row(s.q0 + i)[c] * scale;
+      });
+      std::fill(ws.qr.data() + nq * d, ws.qr.data() + few_rows * d, T(0));
+    } else {
+      layout.for_each_segment(t.g, t.tile, [&](const tile_segment& s) {
+        pack_queries(pb.q.head(t.b, s.h), s.q0, s.n, scale, ws.qt.data() + s.row);
+      });
+      for (index c = 0; c < d; ++c) std::fill(ws.qt.data() + c * S + nq, ws.qt.data() + c * S + qp * N, T(0));
+    }
+  }
+  if (!layout.decodes()) {
+    // The next tile's queries and output rows, which the thread most often takes next: between two tiles
+    // the key blocks of a sparse pattern (and LSH's sorted rows) break the hardware prefetcher's stream.
+    const index q0 = t.tile * S;
+    prefetch_rows<false>(pb.q.head(t.b, first_head), q0 + S, q0 + 2 * S);
+    prefetch_rows<true>(pb.out.head(t.b, first_head), q0 + S, q0 + 2 * S);
+  }
   std::fill_n(ws.m.data(), S, -std::numeric_limits<T>::infinity());
   std::fill_n(ws.l.data(), S, T(0));
   std::fill_n(ws.o.data(), S * ws.o_stride, T(0));
 
   block_plan plan(ws.plan_storage.data(), ws.plan_capacity, ws.plan_lists);
-  plan_blocks(pb.mask, block_query{q0, q0 + nq, BK, where}, plan);
+  plan_tile(pb.mask, layout, t.b, t.g, t.tile, lk, BK, plan);
 
   const auto runs = plan.runs();
   index planned = 0;  // blocks of the plan before this run
@@ -179,18 +258,36 @@ void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, 
       // The next block of the plan is requested now: a sparse pattern's jumps (BigBird's random and global
       // blocks, a layout's columns) are misses the hardware prefetcher cannot foresee, and at long lengths they
       // come from memory.
+      // A decode tile streams through a contiguous cache, which the hardware prefetcher follows: requesting
+      // every line of the next block there only stalls on the fill buffers (a third of the time of a decode).
       const index next = kb + 1 < run.last ? kb + 1 : (r + 1 < runs.size() ? runs[r + 1].first : -1);
-      if (next >= 0) {
+      if (next >= 0 && !(layout.decodes() && next == kb + 1)) {
         prefetch_rows<false>(K, next * BK, next * BK + BK);
         prefetch_rows<false>(V, next * BK, next * BK + BK);
       }
       T* st = ws.st.data();
       if constexpr (Score::uses_dot_product()) {
-        dot_tile<T>(ws.qt.data(), K.row(k0), K.row_stride, nk, d, qp, st);
+        for_each_run(K, k0, nk, [&](const T* k, index j, index n) {
+          if (few_rows > 0) {
+            // While the logits of this run are taken: its V rows, and the next block's K rows when the next block
+            // follows in the same strided run (one K and V stride), are requested (stream_ahead).
+            const bool streams = V.run_from(k0 + j) >= n && K.row_stride == V.row_stride;
+            const bool next_follows = n == nk && next == kb + 1 && K.run_from(k0) >= nk + std::min(BK, lk - next * BK);
+            const stream_ahead<T> ahead{streams ? V.row(k0 + j) : nullptr,
+                                        streams && next_follows ? K.row(next * BK) : nullptr, K.row_stride, std::max(d, dv)};
+            dot_few_rows<T>(nq, ws.qr.data(), d, k, K.row_stride, n, d, st + j * S, ahead);
+          } else {
+            dot_tile<T>(ws.qt.data(), k, K.row_stride, n, d, qp, st + j * S);
+          }
+        });
       } else {
         std::fill_n(st, nk * S, T(0));
       }
-      if constexpr (!Score::is_identity()) pb.score.apply(logit_tile<T>{st, S, q0, k0, nq, nk}, where);
+      if constexpr (!Score::is_identity()) {
+        layout.for_each_segment(t.g, t.tile, [&](const tile_segment& s) {
+          pb.score.apply(logit_tile<T>{st + s.row, S, s.q0, k0, s.n, nk}, where(s));
+        });
+      }
       bool careful_pv = false;
       if constexpr (!Mask::is_always_full()) {
         if (!run.full) {
@@ -199,44 +296,55 @@ void run_query_tile(const engine_problem<T, Mask, Score>& pb, index b, index h, 
           // packet at a time along the contiguous query axis: partial blocks cost little more than full ones.
           // The tile's padding queries (past nq) are left as they are; they are never written out.
           const query_bits padding = ~bit_range(0, nq);
-          for (index j = 0; j < nk; ++j) mask_logits<T>(st + j * S, allowed_queries(pb.mask, k0 + j, q0, nq, where) | padding, qp);
+          for (index j = 0; j < nk; ++j) {
+            query_bits allowed = padding;
+            layout.for_each_segment(t.g, t.tile, [&](const tile_segment& s) {
+              allowed |= allowed_queries(pb.mask, k0 + j, s.q0, s.n, where(s)) << s.row;
+            });
+            mask_logits<T>(st + j * S, allowed, qp);
+          }
           // p = 0 times a non-finite value would still be NaN: such blocks take the per-pair path below.
-          careful_pv = !all_finite(V.row(k0), nk, dv, V.row_stride);
+          for_each_run(V, k0, nk, [&](const T* v, index, index n) { careful_pv |= !all_finite(v, n, dv, V.row_stride); });
         }
       }
       softmax_tile<T>(st, nk, qp, ws.m.data(), ws.l.data(), ws.alpha.data());
       if (!careful_pv) {
-        pv_tile<T>(ws.o.data(), ws.o_stride, ws.alpha.data(), st, V.row(k0), V.row_stride, nk, dv, rows);
+        // A block over two pages is two products; the second continues the first's sums (alpha 1: exact), so
+        // a paged cache gives the bits of a contiguous one.
+        for_each_run(V, k0, nk, [&](const T* v, index j, index n) {
+          pv_tile<T>(ws.o.data(), ws.o_stride, j == 0 ? ws.alpha.data() : ws.ones.data(), st + j * S, v, V.row_stride, n,
+                     dv, rows);
+        });
       } else {
-        add_non_finite_block(pb.mask, ws, st, V, k0, nk, q0, nq, rows, where);
+        add_non_finite_block(pb.mask, ws, st, V, k0, nk, rows, layout, t, lk);
       }
     }
   }
 
   // Normalise. A row that saw no key has l = 0: it outputs zeros and LSE = -inf.
-  for (index i = 0; i < nq; ++i) {
-    const T li = ws.l[i];
-    const T inv = li > T(0) ? T(1) / li : (li == T(0) ? T(0) : li);  // NaN stays NaN
-    const T* orow = ws.o.data() + i * ws.o_stride;
-    T* out = dst.out + i * dst.out_stride;
-    for (index c = 0; c < dv; ++c) out[c] = orow[c] * inv;
-    if (dst.lse) dst.lse[i] = li == T(0) ? -std::numeric_limits<T>::infinity() : ws.m[i] + std::log(li);
-  }
-}
-
-/// The rows of the call that tile `t` writes.
-template <class T, class Mask, class Score>
-tile_rows<T> call_rows(const engine_problem<T, Mask, Score>& pb, const tile_item& t) noexcept {
-  const index q0 = t.tile * tile_shape<T>::query_tile;
-  const head_view<T> O = pb.out.head(t.b, t.h);
-  return {O.row(q0), O.row_stride, pb.lse.data ? pb.lse.head(t.b, t.h) + q0 : nullptr};
+  layout.for_each_segment(t.g, t.tile, [&](const tile_segment& s) {
+    const auto [call_out, call_lse] = call_rows(pb, t.b, s);
+    for (index i = 0; i < s.n; ++i) {
+      const index row = s.row + i;
+      const T li = ws.l[row];
+      const T inv = li > T(0) ? T(1) / li : (li == T(0) ? T(0) : li);  // NaN stays NaN
+      const T* orow = ws.o.data() + row * ws.o_stride;
+      T* out = dst.out ? dst.out + row * dst.out_stride : call_out.row(i);
+      T* lse = dst.out ? dst.lse + row : (call_lse ? call_lse + i : nullptr);
+      for (index c = 0; c < dv; ++c) out[c] = orow[c] * inv;
+      T row_lse = li == T(0) ? -std::numeric_limits<T>::infinity() : ws.m[row] + std::log(li);
+      if (!dst.out) add_sink(pb.score, s.h, out, dv, row_lse);  // a partition's rows get the sink after the merge
+      if (lse) *lse = row_lse;
+    }
+  });
 }
 
 /// Runs a schedule that cuts tiles (engine_schedule.hpp): every job, then every cut tile's merge.
-template <class T, class Mask, class Score>
-void run_split_schedule(const engine_problem<T, Mask, Score>& pb, const engine_schedule& schedule, index tiles) {
+template <class T, class Mask, class Score, class KV>
+void run_split_schedule(const engine_problem<T, Mask, Score, KV>& pb, const row_layout& layout,
+                        const engine_schedule& schedule) {
   constexpr index S = tile_shape<T>::query_tile;
-  const index d = pb.q.features, dv = pb.v.features, lk = pb.k.tokens, lq = pb.q.tokens;
+  const index d = pb.q.features, dv = pb.v.features, lk = longest_keys(pb.k), groups = pb.q.heads / layout.packed;
   const index row = std::max<index>(dv, 1), part_size = S * (row + 1);  // a partition's rows, then their LSEs
   // Partitions are the schedule's first jobs: job j < parts holds its rows at scratch[j x part_size].
   index parts = 0;
@@ -251,41 +359,57 @@ void run_split_schedule(const engine_problem<T, Mask, Score>& pb, const engine_s
       jobs, thread_count(pb.threads, jobs), [&] { return engine_workspace<T>(d, dv, lk, plan_lists_v<Mask>); },
       [&](index j, engine_workspace<T>& ws) {
         const engine_job& job = schedule.jobs[static_cast<std::size_t>(j)];
-        const tile_item t = tile_item::of(job.item, pb.q.heads, tiles);
-        run_query_tile(pb, t.b, t.h, t.tile, ws, job.blocks, job.partition ? part_rows(j) : call_rows(pb, t));
+        const tile_item t = tile_item::of(job.item, groups, layout.tiles());
+        run_query_tile(pb, layout, t, ws, job.blocks, job.partition ? part_rows(j) : tile_rows<T>{});
       });
-  std::vector<const T*> outs(static_cast<std::size_t>(parts)), lses(static_cast<std::size_t>(parts));
-  for (index j = 0; j < parts; ++j) outs[static_cast<std::size_t>(j)] = part_rows(j).out, lses[static_cast<std::size_t>(j)] = part_rows(j).lse;
   const index splits = static_cast<index>(schedule.splits.size());
-  parallel_for(splits, thread_count(pb.threads, splits), [] { return no_workspace{}; }, [&](index s, no_workspace&) {
-    const split_tile& cut = schedule.splits[static_cast<std::size_t>(s)];
-    const tile_item t = tile_item::of(cut.item, pb.q.heads, tiles);
-    const index nq = std::min(S, lq - t.tile * S);
-    const auto first = static_cast<std::size_t>(cut.first_job), parts = static_cast<std::size_t>(cut.parts);
-    const lse_parts_view<T> view{{outs.data() + first, parts}, {lses.data() + first, parts}, nq, dv, dv, 1, nullptr};
-    const tile_rows<T> dst = call_rows(pb, t);
-    merge_rows_by_lse(view, 0, nq, head_view<T>{dst.out, nq, dv, dst.out_stride}, dst.lse);
-  });
+  parallel_for(
+      splits, thread_count(pb.threads, splits), [&] { return std::vector<const T*>(2 * max_cut_parts); },
+      [&](index c, std::vector<const T*>& pointers) {
+        const split_tile& cut = schedule.splits[static_cast<std::size_t>(c)];
+        const tile_item t = tile_item::of(cut.item, groups, layout.tiles());
+        const auto n = static_cast<std::size_t>(cut.parts);
+        const std::span<const T*> outs(pointers.data(), n), lses(pointers.data() + n, n);
+        layout.for_each_segment(t.g, t.tile, [&](const tile_segment& s) {
+          for (std::size_t p = 0; p < n; ++p) {
+            const tile_rows<T> part = part_rows(cut.first_job + static_cast<index>(p));
+            outs[p] = part.out + s.row * dv, lses[p] = part.lse + s.row;
+          }
+          const auto [out, lse] = call_rows(pb, t.b, s);
+          const lse_parts_view<T> view{outs, lses, s.n, dv, dv, 1, nullptr};
+          if constexpr (has_sinks<Score>) {
+            for (index i = 0; i < s.n; ++i) {
+              T row_lse;
+              merge_row_by_lse(view, i, out.row(i), &row_lse);
+              add_sink(pb.score, s.h, out.row(i), dv, row_lse);
+              if (lse) lse[i] = row_lse;
+            }
+          } else {
+            merge_rows_by_lse(view, 0, s.n, out, lse);
+          }
+        });
+      });
 }
 
-/// Runs the engine over every (batch, query head, query tile), in parallel when OpenMP is on.
+/// Runs the engine over every tile of the call (row_layout), in parallel when OpenMP is on.
 /// Each work item is computed the same way whichever thread takes it, so results do not depend on the
 /// number of threads.
-template <class T, class Mask, class Score>
-void run_engine(const engine_problem<T, Mask, Score>& pb) {
+template <class T, class Mask, class Score, class KV>
+void run_engine(const engine_problem<T, Mask, Score, KV>& pb) {
   using shape = tile_shape<T>;
-  const index tiles = (pb.q.tokens + shape::query_tile - 1) / shape::query_tile;
-  const index items = pb.q.batch * pb.q.heads * tiles;
+  const row_layout layout = row_layout::of(pb.q.tokens, pb.q.heads, pb.k.heads, shape::query_tile);
+  const index tiles = layout.tiles(), groups = pb.q.heads / layout.packed;
+  const index items = pb.q.batch * groups * tiles;
   if (items == 0) return;
-  const engine_schedule schedule = schedule_tiles<T>(pb.mask, pb.q.batch, pb.q.heads, pb.q.tokens, pb.k.tokens, pb.threads);
-  if (schedule.splits_tiles()) return run_split_schedule(pb, schedule, tiles);
-  const index d = pb.q.features, dv = pb.v.features, lk = pb.k.tokens;
-  constexpr index lists = plan_lists_v<Mask>;
+  const index lk = longest_keys(pb.k);
+  const auto keys_of = [&](index b) { return pb.k.head(b, 0).rows; };
+  const engine_schedule schedule = schedule_tiles<T>(pb.mask, layout, pb.q.batch, pb.q.heads, lk, keys_of, pb.threads);
+  if (schedule.splits_tiles()) return run_split_schedule(pb, layout, schedule);
+  const index d = pb.q.features, dv = pb.v.features;
   parallel_for(
-      items, thread_count(pb.threads, items), [&] { return engine_workspace<T>(d, dv, lk, lists); },
+      items, thread_count(pb.threads, items), [&] { return engine_workspace<T>(d, dv, lk, plan_lists_v<Mask>); },
       [&](index it, engine_workspace<T>& ws) {
-        const tile_item t = tile_item::of(it, pb.q.heads, tiles);
-        run_query_tile(pb, t.b, t.h, t.tile, ws, block_range{}, call_rows(pb, t));
+        run_query_tile(pb, layout, tile_item::of(it, groups, tiles), ws, block_range{}, tile_rows<T>{});
       });
 }
 

@@ -8,6 +8,9 @@
 ///
 /// The cut depends only on the problem (the plans' block counts), never on the thread count, so results stay
 /// bit-identical for any number of threads; tiles that are not cut run exactly as they would alone.
+///
+/// Decoding cuts every long tile (split-KV, FlashDecoding): its few tiles (a tile per K/V group and batch item)
+/// are often fewer than the threads, and each is a pass over the whole cache.
 
 #include <algorithm>
 #include <limits>
@@ -15,17 +18,20 @@
 
 #include "../config.hpp"
 #include "../mask/concept.hpp"
+#include "engine_tiles.hpp"
 #include "micro_kernels.hpp"
 #include "parallel.hpp"
 
 namespace salt::detail {
 
-/// Work item `item` of the engine's numbering, (b x heads + h) x tiles + tile, as its coordinates.
+/// Work item `item` of the engine's numbering, (b x groups + g) x tiles + tile, as its coordinates: batch
+/// item b, tile `tile` of the query heads stacked in group g (row_layout: the query head g itself when the
+/// layout packs one head per group).
 struct tile_item {
-  index b, h, tile;
-  static tile_item of(index item, index heads, index tiles) noexcept {
-    const index bh = item / tiles;
-    return {bh / heads, bh % heads, item % tiles};
+  index b, g, tile;
+  static tile_item of(index item, index groups, index tiles) noexcept {
+    const index bg = item / tiles;
+    return {bg / groups, bg % groups, item % tiles};
   }
 };
 
@@ -57,58 +63,79 @@ struct engine_schedule {
   bool splits_tiles() const noexcept { return !splits.empty(); }
 };
 
-/// When a tile is cut: it plans at least min_split_blocks blocks and more than heavy_factor times the mean.
-/// Its partitions hold about part_factor times the mean (at least min_part_blocks), at most max_parts of them.
-/// A causal mask (at most twice the mean) and every mask that plans the same blocks per tile are never cut.
+/// When a prefill tile is cut: it plans at least min_split_blocks blocks and more than heavy_factor times the
+/// mean. Its partitions hold about part_factor times the mean (at least min_part_blocks), at most max_parts of
+/// them. A causal mask (at most twice the mean) and every mask that plans the same blocks per tile are never cut.
 inline constexpr index min_split_blocks = 16, heavy_factor = 4, part_factor = 2, min_part_blocks = 8, max_parts = 16;
+/// When a decode tile is cut (split-KV, "flash decoding"): always once it plans more than decode_part_blocks
+/// blocks, into partitions of about that many (1,024 keys: long enough that the merge costs nothing, short
+/// enough that one sequence of 32K keys gives 32 items), at most decode_max_parts (a million keys: 64 of 256
+/// blocks). A decode call has few tiles, often fewer than threads; the cut is fixed by the plan alone.
+inline constexpr index decode_part_blocks = 16, decode_max_parts = 64;
+/// The most partitions any tile is cut into.
+inline constexpr index max_cut_parts = std::max(max_parts, decode_max_parts);
 
-/// The schedule of `items` = batch x heads x tiles items (item = (b x heads + h) x tiles + tile) under `mask`,
-/// counted on `threads` threads (the schedule does not depend on them).
-template <class T, class Mask>
-engine_schedule schedule_tiles(const Mask& mask, index batch, index heads, index lq, index lk, int threads) {
+/// How many partitions a tile of n planned blocks is cut into (1: not cut), given the call's mean per tile.
+inline index tile_parts(const row_layout& layout, index n, index items, index total) noexcept {
+  if (layout.decodes()) return n > decode_part_blocks ? std::min(decode_max_parts, (n + decode_part_blocks - 1) / decode_part_blocks) : 1;
+  if (n < min_split_blocks || n * items <= heavy_factor * total) return 1;
+  const index part_blocks = std::max(min_part_blocks, (part_factor * total + items - 1) / items);
+  return std::min(max_parts, (n + part_blocks - 1) / part_blocks);
+}
+
+/// The schedule of `items` = batch x groups x tiles items (item = (b x groups + g) x tiles + tile, groups =
+/// heads / layout.packed) under `mask`, where batch item b has keys_of(b) <= lk keys, counted on `threads`
+/// threads (the schedule does not depend on them).
+template <class T, class Mask, class KeysOf>
+engine_schedule schedule_tiles(const Mask& mask, const row_layout& layout, index batch, index heads, index lk,
+                               const KeysOf& keys_of, int threads) {
   using shape = tile_shape<T>;
-  constexpr index S = shape::query_tile, BK = shape::key_block;
+  constexpr index BK = shape::key_block;
   engine_schedule schedule;
-  if constexpr (Mask::is_always_full()) {
-    return schedule;
-  } else {
-    const index tiles = (lq + S - 1) / S, items = batch * heads * tiles;
-    const index capacity = (lk + BK - 1) / BK + 1, lists = plan_lists_v<Mask>;
-    if (capacity - 1 < min_split_blocks || tiles < 2) return schedule;  // nothing could be cut, or nothing to wait for
-    // Every item's planned blocks, counted in parallel, in runs of `per` items (a plan takes ~100 ns, less than
-    // a dynamically scheduled item costs): a long multi-head call has 10^5 plans to count.
-    constexpr index per = 256;
-    std::vector<index> blocks(static_cast<std::size_t>(items));
-    const auto make = [&] { return std::vector<block_run>(static_cast<std::size_t>(lists * capacity)); };
-    const index runs = (items + per - 1) / per;
-    parallel_for(runs, thread_count(threads, runs), make, [&](index r, std::vector<block_run>& storage) {
-      for (index it = r * per; it < std::min(items, (r + 1) * per); ++it) {
-        const tile_item t = tile_item::of(it, heads, tiles);
-        const index q0 = t.tile * S;
-        block_plan plan(storage.data(), capacity, lists);
-        plan_blocks(mask, block_query{q0, std::min(q0 + S, lq), BK, problem_shape{lq, lk, t.b, t.h}}, plan);
-        index n = 0;
-        for (const block_run& run : plan.runs()) n += run.last - run.first;
-        blocks[static_cast<std::size_t>(it)] = n;
-      }
-    });
-    index total = 0;
-    for (const index n : blocks) total += n;
-    auto heavy = [&](index n) { return n >= min_split_blocks && n * items > heavy_factor * total; };
-    if (std::none_of(blocks.begin(), blocks.end(), heavy)) return schedule;
-    const index part_blocks = std::max(min_part_blocks, (part_factor * total + items - 1) / items);
-    // Partitions first: they are the longest items, and a dynamic schedule that starts them early ends evenly.
-    for (index it = 0; it < items; ++it) {
-      const index n = blocks[static_cast<std::size_t>(it)];
-      if (!heavy(n)) continue;
-      const index parts = std::min(max_parts, (n + part_blocks - 1) / part_blocks);
-      schedule.splits.push_back({it, parts, static_cast<index>(schedule.jobs.size())});
-      for (index p = 0; p < parts; ++p) schedule.jobs.push_back({it, {n * p / parts, n * (p + 1) / parts}, true});
-    }
-    for (index it = 0; it < items; ++it)
-      if (!heavy(blocks[static_cast<std::size_t>(it)])) schedule.jobs.push_back({it, {}, false});
-    return schedule;
+  const index tiles = layout.tiles(), groups = heads / layout.packed, items = batch * groups * tiles;
+  const index capacity = (lk + BK - 1) / BK + 1, lists = tile_plan_lists(plan_lists_v<Mask>);
+  if (layout.decodes()) {
+    if (capacity - 1 <= decode_part_blocks) return schedule;  // no tile could be cut
+  } else if (Mask::is_always_full() || capacity - 1 < min_split_blocks || tiles < 2) {
+    return schedule;  // nothing could be cut, or nothing to wait for
   }
+  // Every item's planned blocks, counted in parallel, in runs of `per` items (a plan takes ~100 ns, less than
+  // a dynamically scheduled item costs): a long multi-head call has 10^5 plans to count.
+  constexpr index per = 256;
+  std::vector<index> blocks(static_cast<std::size_t>(items));
+  const auto make = [&] { return std::vector<block_run>(static_cast<std::size_t>(lists * capacity)); };
+  const index runs = (items + per - 1) / per;
+  parallel_for(runs, thread_count(threads, runs), make, [&](index r, std::vector<block_run>& storage) {
+    for (index it = r * per; it < std::min(items, (r + 1) * per); ++it) {
+      const tile_item t = tile_item::of(it, groups, tiles);
+      block_plan plan(storage.data(), capacity, lists);
+      plan_tile(mask, layout, t.b, t.g, t.tile, keys_of(t.b), BK, plan);
+      blocks[static_cast<std::size_t>(it)] = plan.blocks();
+    }
+  });
+  index total = 0;
+  for (const index n : blocks) total += n;
+  std::vector<index> parts(static_cast<std::size_t>(items));
+  for (index it = 0; it < items; ++it)
+    parts[static_cast<std::size_t>(it)] = tile_parts(layout, blocks[static_cast<std::size_t>(it)], items, total);
+  if (std::all_of(parts.begin(), parts.end(), [](index p) { return p == 1; })) return schedule;
+  // Partitions first: they are the longest items, and a dynamic schedule that starts them early ends evenly.
+  for (index it = 0; it < items; ++it) {
+    const index n = blocks[static_cast<std::size_t>(it)], cut = parts[static_cast<std::size_t>(it)];
+    if (cut == 1) continue;
+    schedule.splits.push_back({it, cut, static_cast<index>(schedule.jobs.size())});
+    for (index p = 0; p < cut; ++p) schedule.jobs.push_back({it, {n * p / cut, n * (p + 1) / cut}, true});
+  }
+  for (index it = 0; it < items; ++it)
+    if (parts[static_cast<std::size_t>(it)] == 1) schedule.jobs.push_back({it, {}, false});
+  return schedule;
+}
+
+/// schedule_tiles for a call whose batch items all have lk keys.
+template <class T, class Mask>
+engine_schedule schedule_tiles(const Mask& mask, const row_layout& layout, index batch, index heads, index lk,
+                               int threads) {
+  return schedule_tiles<T>(mask, layout, batch, heads, lk, [lk](index) { return lk; }, threads);
 }
 
 }  // namespace salt::detail

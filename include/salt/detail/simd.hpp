@@ -192,6 +192,18 @@ EIGEN_STRONG_INLINE void scaled_transpose_square(const T* in, index in_stride, T
   for (int u = 0; u < N; ++u) ei::pstoreu(out + u * out_stride, square.packet[u]);
 }
 
+/// Lane u of the result = the sum of the lanes of packet u, for N = lanes<T> packets: N horizontal sums for
+/// one transpose and N - 1 adds (one predux per packet costs log N shuffles and adds each).
+template <class P>
+EIGEN_STRONG_INLINE P sum_lanes_transposed(ei::PacketBlock<P, ei::unpacket_traits<P>::size>& block) noexcept {
+  constexpr int N = ei::unpacket_traits<P>::size;
+  ei::ptranspose(block);
+  P sum = block.packet[0];
+  SALT_UNROLL
+  for (int u = 1; u < N; ++u) sum = ei::padd(sum, block.packet[u]);
+  return sum;
+}
+
 /// x[i] = value for every i < packets * lanes<T> whose bit i in `keep` is 0; the other entries stay. With
 /// AVX-512 one masked move per packet (the engine masks a key row of a cut block this way).
 template <class T>

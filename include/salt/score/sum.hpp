@@ -31,6 +31,15 @@ struct score_sum {
     a.apply(t, p);
     b.apply(t, p);
   }
+  /// The sink logit of query head h, of the term that carries attention sinks (attention_sinks.hpp).
+  double sink_logit(index h) const noexcept
+    requires(requires { a.sink_logit(index{}); } || requires { b.sink_logit(index{}); })
+  {
+    static_assert(!(requires { a.sink_logit(index{}); } && requires { b.sink_logit(index{}); }),
+                  "salt::operator+ on score policies: at most one term may carry attention sinks.");
+    if constexpr (requires { a.sink_logit(index{}); }) return a.sink_logit(h);
+    else return b.sink_logit(h);
+  }
   /// The terms' own checks, `a`'s first.
   template <class Dims>
   void check(const Dims& dims, const char* api) const {
