@@ -5,9 +5,10 @@
 # never written. Fails when any harness finds a crash, a sanitizer report or a failed check; the input
 # that found it is kept in build/fuzz/findings/<harness>/.
 #   scripts/fuzz.sh [SECONDS]
-# FUZZ_FINDINGS=report (what scripts/test.sh, hence CI, sets) prints what the timed runs found and keeps the
-# inputs but exits 0: a fuzzer that finds something new in a minute of random search fails no unrelated
-# change. The corpus replays always fail the run; a finding is fixed, then its input joins the corpus.
+# A finding in the library fails the run, in CI too (scripts/test.sh): the harnesses check only the
+# library's promises, and a harness bug they hit is fixed like a library bug. FUZZ_FINDINGS=report prints
+# what the timed runs found and keeps the inputs but exits 0, for exploratory runs. The corpus replays always
+# fail the run; a finding is fixed, then its input joins the corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
