@@ -287,4 +287,26 @@ using every_mask_case = std::tuple<
                                                cases::key_padding_case>>,
     cases::block_mask_case<T, cases::block_layout_csr_case>>;
 
+/// One entry of a sweep over every mask case: a case in one precision (the sweeps run float and double).
+template <class Case, class T>
+struct in_precision {
+  using mask_case = Case;
+  using scalar = T;
+};
+template <class T, class List>
+struct in_precision_list;
+template <class T, class... Cases>
+struct in_precision_list<T, std::tuple<Cases...>> {
+  using type = std::tuple<in_precision<Cases, T>...>;
+};
+template <class A, class B>
+struct concatenated;
+template <class... A, class... B>
+struct concatenated<std::tuple<A...>, std::tuple<B...>> {
+  using type = std::tuple<A..., B...>;
+};
+/// Every mask case in float, then in double: the type list of the sweeps' TEMPLATE_LIST_TEST_CASEs.
+using every_case_in_both_precisions = concatenated<in_precision_list<float, every_mask_case<float>>::type,
+                                                   in_precision_list<double, every_mask_case<double>>::type>::type;
+
 }  // namespace salt::test

@@ -96,25 +96,7 @@ bool cuts(const decode_shape& s, const Mask& mask) {
   return salt::detail::schedule_tiles<T>(mask, layout, s.batch, s.q_heads, s.lk, 1).splits_tiles();
 }
 
-template <class Case, class T>
-struct in_precision {
-  using mask_case = Case;
-  using scalar = T;
-};
-template <class T, class List>
-struct in_precision_list;
-template <class T, class... Cases>
-struct in_precision_list<T, std::tuple<Cases...>> {
-  using type = std::tuple<in_precision<Cases, T>...>;
-};
-template <class A, class B>
-struct concatenated;
-template <class... A, class... B>
-struct concatenated<std::tuple<A...>, std::tuple<B...>> {
-  using type = std::tuple<A..., B...>;
-};
-using every_case = concatenated<in_precision_list<float, every_mask_case<float>>::type,
-                                in_precision_list<double, every_mask_case<double>>::type>::type;
+using every_case = every_case_in_both_precisions;
 
 // Lq 1 (decoding), 3 and 16 (speculative decoding, the last stacked length) against caches of one key, of part
 // of a partition, and of several partitions with a tail (2,100 keys: 33 blocks of 64, cut in 3).

@@ -23,27 +23,7 @@ namespace {
 using idx = salt::index;
 using namespace salt::test;
 
-/// One entry of the sweep: a mask case in one precision.
-template <class Case, class T>
-struct in_precision {
-  using mask_case = Case;
-  using scalar = T;
-};
-
-template <class T, class List>
-struct in_precision_list;
-template <class T, class... Cases>
-struct in_precision_list<T, std::tuple<Cases...>> {
-  using type = std::tuple<in_precision<Cases, T>...>;
-};
-template <class A, class B>
-struct concatenated;
-template <class... A, class... B>
-struct concatenated<std::tuple<A...>, std::tuple<B...>> {
-  using type = std::tuple<A..., B...>;
-};
-using every_case = concatenated<in_precision_list<float, every_mask_case<float>>::type,
-                                in_precision_list<double, every_mask_case<double>>::type>::type;
+using every_case = every_case_in_both_precisions;
 
 constexpr idx lengths[] = {1, 7, 63, 65, 257};
 constexpr idx features = 16;

@@ -228,6 +228,13 @@ TEST_CASE("paged cache: bad page tables and appends are refused, naming the sequ
   table = {0, 1, 2, 3, 4, 5};
   CHECK(error_of(attend).empty());
   CHECK(out == good);
+  const std::vector<double> three_sinks = {0.0, 1.0, 2.0};  // one per query head is 1
+  CHECK(error_of([&] {
+          const auto c = cache();
+          salt::attention(qv, salt::paged_view<const float>(c), salt::paged_view<const float>(c), ov, salt::no_mask{},
+                          salt::dot_product{} + salt::attention_sinks{three_sinks});
+        }) == "salt::attention: attention_sinks has 3 logits for 1 query heads");
+  CHECK(out == good);
 
   // Appending 2 tokens to sequences at 8 and 5 tokens: the first fits only 12 tokens.
   const std::vector<float> rows(static_cast<std::size_t>(2 * heads * 2 * d), 3.0f);

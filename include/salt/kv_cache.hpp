@@ -127,13 +127,7 @@ void check_paged_qkv(const tensor_view<const T>& q, const paged_view<const T>& k
     require(k.lengths[static_cast<std::size_t>(b)] == v.lengths[static_cast<std::size_t>(b)], api, ": sequence ", b,
             " has ", k.lengths[static_cast<std::size_t>(b)], " keys but ", v.lengths[static_cast<std::size_t>(b)],
             " values");
-  require(k.heads == v.heads, api, ": k has ", k.heads, " heads but v has ", v.heads);
-  require(k.heads <= q.heads, api, ": k and v have ", k.heads, " heads, more than q's ", q.heads);
-  require(q.heads == 0 || (k.heads > 0 && q.heads % k.heads == 0), api, ": q has ", q.heads,
-          " heads, not a multiple of k and v's ", k.heads);
-  require(out.batch == q.batch && out.heads == q.heads && out.tokens == q.tokens && out.features == v.features, api,
-          ": out is (", out.batch, ", ", out.heads, ", ", out.tokens, ", ", out.features, ") but must be (", q.batch,
-          ", ", q.heads, ", ", q.tokens, ", ", v.features, ")");
+  check_heads_and_out(q, k.heads, v.heads, v.features, out, api);
   const auto pool = [](const paged_view<const T>& c) {  // the bytes from the pool's first element to its last
     const auto* p = reinterpret_cast<const char*>(c.data);
     if (c.pages == 0 || c.heads == 0 || c.features == 0) return std::pair{p, p};

@@ -68,6 +68,20 @@ void check_policies(const problem_dims& dims, const char* api, const Policies&..
   (one(policies), ...);
 }
 
+/// The checks every (q, K/V) -> out call shares, whatever holds K and V (strided views, a paged cache): k and v
+/// with the same number of heads, which divides q's; out (B, Hq, Lq, dv).
+template <class T>
+void check_heads_and_out(const tensor_view<const T>& q, index k_heads, index v_heads, index dv,
+                         const tensor_view<T>& out, const char* api) {
+  require(k_heads == v_heads, api, ": k has ", k_heads, " heads but v has ", v_heads);
+  require(k_heads <= q.heads, api, ": k and v have ", k_heads, " heads, more than q's ", q.heads);
+  require(q.heads == 0 || (k_heads > 0 && q.heads % k_heads == 0), api, ": q has ", q.heads,
+          " heads, not a multiple of k and v's ", k_heads);
+  require(out.batch == q.batch && out.heads == q.heads && out.tokens == q.tokens && out.features == dv, api,
+          ": out is (", out.batch, ", ", out.heads, ", ", out.tokens, ", ", out.features, ") but must be (", q.batch,
+          ", ", q.heads, ", ", q.tokens, ", ", dv, ")");
+}
+
 /// Every shape check of a (q, k, v) -> out call with grouped-query heads, in the order a user would fix
 /// them: q (B, Hq, Lq, d), k (B, Hkv, Lk, d), v (B, Hkv, Lk, dv), out (B, Hq, Lq, dv), Hkv dividing Hq.
 template <class T>
@@ -81,13 +95,7 @@ void check_qkv(const tensor_view<const T>& q, const tensor_view<const T>& k, con
   require(k.tokens == v.tokens, api, ": k has ", k.tokens, " tokens but v has ", v.tokens);
   require(q.batch == k.batch && k.batch == v.batch, api, ": batch sizes differ: q ", q.batch, ", k ", k.batch, ", v ",
           v.batch);
-  require(k.heads == v.heads, api, ": k has ", k.heads, " heads but v has ", v.heads);
-  require(k.heads <= q.heads, api, ": k and v have ", k.heads, " heads, more than q's ", q.heads);
-  require(q.heads == 0 || (k.heads > 0 && q.heads % k.heads == 0), api, ": q has ", q.heads,
-          " heads, not a multiple of k and v's ", k.heads);
-  require(out.batch == q.batch && out.heads == q.heads && out.tokens == q.tokens && out.features == v.features, api,
-          ": out is (", out.batch, ", ", out.heads, ", ", out.tokens, ", ", out.features, ") but must be (", q.batch,
-          ", ", q.heads, ", ", q.tokens, ", ", v.features, ")");
+  check_heads_and_out(q, k.heads, v.heads, v.features, out, api);
   check_not_in_place(out, api, family, q, k, v);
   check_run_options(opts, api);
 }
