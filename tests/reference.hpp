@@ -59,20 +59,23 @@ reference_result<U> naive_attention(const row_matrix<T>& q, const row_matrix<T>&
   score.apply(logit_tile<U>{st.data(), lq, 0, 0, lq, lk}, where);
   reference_result<U> r{row_matrix<U>::Zero(lq, v.cols()), column<U>(lq)};
   std::vector<U> p(static_cast<std::size_t>(lk));
+  // An attention sink (score/sinks.hpp) is one more logit in every row's softmax, with a value row of zeros.
+  U sink = -std::numeric_limits<U>::infinity();
+  if constexpr (has_sinks<Score>) sink = static_cast<U>(score.sink_logit(where.head));
   for (index i = 0; i < lq; ++i) {
-    U m = -std::numeric_limits<U>::infinity();
+    U m = sink;
     bool any_nan = false;
     for (index j = 0; j < lk; ++j) {
       if (!mask.allows(i, j, where)) continue;
       any_nan |= std::isnan(st(j, i));
       m = std::max(m, st(j, i));
     }
-    if (m == -std::numeric_limits<U>::infinity() && !any_nan) {  // sees no key: zeros, LSE = -inf
+    if (m == -std::numeric_limits<U>::infinity() && !any_nan) {  // sees no key (nor a sink): zeros, LSE = -inf
       r.lse(i) = -std::numeric_limits<U>::infinity();
       continue;
     }
     if (any_nan) m = std::numeric_limits<U>::quiet_NaN();
-    U sum = 0;
+    U sum = std::exp(sink - m);
     for (index j = 0; j < lk; ++j) {
       p[static_cast<std::size_t>(j)] = mask.allows(i, j, where) ? std::exp(st(j, i) - m) : U(0);
       sum += p[static_cast<std::size_t>(j)];

@@ -33,6 +33,7 @@
 #include "config.hpp"
 #include "detail/merge_rows.hpp"
 #include "error.hpp"
+#include "precision.hpp"
 #include "tensor.hpp"
 
 namespace salt {
@@ -42,7 +43,8 @@ namespace salt {
 template <class T>
 struct attention_result {
   row_matrix<T> out;  ///< (Lq, dv), row-major: one query per row
-  column<T> lse;      ///< (Lq): natural-log log-sum-exp of each row's logits, -inf for a row that sees no key
+  column<accumulator_t<T>> lse;  ///< (Lq): natural-log log-sum-exp of each row's logits (float for bf16 and fp16
+                                 ///< outputs), -inf for a row that sees no key
 };
 
 

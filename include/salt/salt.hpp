@@ -14,6 +14,7 @@
 #include "mask.hpp"
 #include "merge.hpp"
 #include "plan.hpp"
+#include "precision.hpp"
 #include "random.hpp"
 #include "score.hpp"
 #include "synthesizer.hpp"

@@ -9,11 +9,13 @@
 #include <cstdint>
 #include <limits>
 #include <span>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "../config.hpp"
 #include "../mask/concept.hpp"
+#include "../precision.hpp"
 #include "../score/concept.hpp"
 #include "../score/sinks.hpp"
 #include "../tensor.hpp"
@@ -26,7 +28,7 @@
 
 namespace salt::detail {
 
-/// Scratch of one thread, sized once per call.
+/// Scratch of one thread, sized once per call. T is the compute type.
 template <class T>
 struct engine_workspace {
   using shape = tile_shape<T>;
@@ -37,10 +39,13 @@ struct engine_workspace {
   aligned_buffer<T> m, l, alpha;  // (query_tile): running max, running sum, this block's rescale
   aligned_buffer<T> ones;         // (query_tile): the rescale of a block's second run of rows (paged caches)
   aligned_buffer<T> v_finite;     // (key_block, o_stride): a cut block's values with non-finite entries read as 0
+  aligned_buffer<T> k_wide, v_wide;  // (key_block, k_stride / o_stride): a block of a cache stored narrower than T
+  aligned_buffer<T> out_row;         // (o_stride): an output row before it is rounded to a narrower storage type
   std::vector<block_run> plan_storage;
-  index o_stride = 0, plan_capacity = 0, plan_lists = 0;
+  index o_stride = 0, k_stride = 0, plan_capacity = 0, plan_lists = 0;
 
-  engine_workspace(index d, index dv, index lk, index lists)
+  /// widen_k, widen_v: whether K, V are stored in a type other than T (then their blocks are widened here).
+  engine_workspace(index d, index dv, index lk, index lists, bool widen_k = false, bool widen_v = false)
       : qt(std::max<index>(d, 1) * shape::query_tile),
         qr(std::max<index>(d, 1) * shape::query_tile),
         st(shape::key_block * shape::query_tile),
@@ -50,8 +55,12 @@ struct engine_workspace {
         alpha(shape::query_tile),
         ones(shape::query_tile),
         v_finite(shape::key_block * round_up(std::max<index>(dv, 1))),
+        k_wide(widen_k ? shape::key_block * round_up(std::max<index>(d, 1)) : 0),
+        v_wide(widen_v ? shape::key_block * round_up(std::max<index>(dv, 1)) : 0),
+        out_row(round_up(std::max<index>(dv, 1))),
         plan_storage(static_cast<std::size_t>(tile_plan_lists(lists) * ((lk + shape::key_block - 1) / shape::key_block + 1))),
         o_stride(round_up(std::max<index>(dv, 1))),
+        k_stride(round_up(std::max<index>(d, 1))),
         plan_capacity((lk + shape::key_block - 1) / shape::key_block + 1),
         plan_lists(tile_plan_lists(lists)) {
     std::fill_n(ones.data(), shape::query_tile, T(1));
@@ -60,14 +69,16 @@ struct engine_workspace {
   static index round_up(index n) { return (n + shape::N - 1) / shape::N * shape::N; }
 };
 
-/// Arguments of one engine run, already checked by the public entry point. K and V are strided views, or a
-/// paged cache (paged_view, kv_cache.hpp) whose sequences have lengths of their own.
-template <class T, class Mask, class Score, class KV = tensor_view<const T>>
+/// Arguments of one engine run, already checked by the public entry point. S is the storage type of Q and the
+/// output (precision.hpp); the engine computes in accumulator_t<S>, in which the LSE is. K and V are strided
+/// views, or a paged cache (paged_view, kv_cache.hpp) whose sequences have lengths of their own.
+template <class S, class Mask, class Score, class KV = tensor_view<const S>>
 struct engine_problem {
-  tensor_view<const T> q;
+  using compute = accumulator_t<S>;
+  tensor_view<const S> q;
   KV k, v;
-  tensor_view<T> out;
-  lse_view<T> lse;
+  tensor_view<S> out;
+  lse_view<compute> lse;
   const Mask& mask;
   const Score& score;
   int threads;
@@ -83,23 +94,66 @@ index longest_keys(const KV& kv) noexcept {
   return kv.max_tokens();
 }
 
+/// Rows [k0, k0 + nk) of one K or V head as the micro-kernels read them, in the compute type T: the cache's own
+/// rows when it stores T (one strided run, or one per page the block spans), else the block widened once into
+/// scratch (one run). Widening is exact, so the arithmetic after it is the same for every storage type.
+template <class T, class Stored>
+struct block_rows {
+  static constexpr bool in_place = std::is_same_v<T, Stored>;
+  const head_view<const Stored>& x;
+  index k0 = 0, nk = 0;
+  const T* wide = nullptr;  // the widened block (not in place)
+  index wide_stride = 0;
+
+  /// Calls f(rows, row_stride, j, n) for each run of rows [j, j + n) of the block.
+  template <class F>
+  EIGEN_STRONG_INLINE void for_each_run(F&& f) const {
+    if constexpr (in_place) {
+      for (index j = 0; j < nk;) {
+        const index n = std::min(nk - j, x.run_from(k0 + j));
+        f(x.row(k0 + j), x.row_stride, j, n);
+        j += n;
+      }
+    } else {
+      f(wide, wide_stride, index{0}, nk);
+    }
+  }
+  /// Row j of the block.
+  const T* row(index j) const noexcept {
+    if constexpr (in_place) return x.row(k0 + j);
+    else return wide + j * wide_stride;
+  }
+};
+
+/// The block [k0, k0 + nk) of x as block_rows: in place, or widened into `scratch` (rows `stride` apart).
+template <class T, class Stored>
+block_rows<T, Stored> read_block(const head_view<const Stored>& x, index k0, index nk, T* scratch, index stride) noexcept {
+  if constexpr (block_rows<T, Stored>::in_place) {
+    (void)scratch, (void)stride;
+    return {x, k0, nk};
+  } else {
+    for (index j = 0; j < nk; ++j) widen_row(x.row(k0 + j), x.cols, scratch + j * stride);
+    return {x, k0, nk, scratch, stride};
+  }
+}
+
 /// P V for a block the mask cuts and whose values hold NaN or +-Inf, where p = 0 times such a value would
 /// still be NaN. The block goes through pv_tile with those entries read as 0, so a row that cannot see
 /// them gets the very bits it gets without them; then every allowed pair adds its non-finite entries, so a
 /// row that can see one gets NaN or +-Inf as the naive sum would.
-template <class T, class Mask>
-void add_non_finite_block(const Mask& mask, engine_workspace<T>& ws, const T* st, const head_view<const T>& V,
-                          index k0, index nk, index rows, const row_layout& layout, const tile_item& t, index lk) {
+template <class T, class Stored, class Mask>
+void add_non_finite_block(const Mask& mask, engine_workspace<T>& ws, const T* st, const block_rows<T, Stored>& V,
+                          index rows, const row_layout& layout, const tile_item& t, index lk) {
   constexpr index S = tile_shape<T>::query_tile;
-  const index dv = V.cols;
+  const index dv = V.x.cols, k0 = V.k0, nk = V.nk;
   T* const vf = ws.v_finite.data();
   for (index j = 0; j < nk; ++j) {
-    const T* vr = V.row(k0 + j);
+    const T* vr = V.row(j);
     for (index c = 0; c < dv; ++c) vf[j * ws.o_stride + c] = std::isfinite(vr[c]) ? vr[c] : T(0);
   }
   pv_tile<T>(ws.o.data(), ws.o_stride, ws.alpha.data(), st, vf, ws.o_stride, nk, dv, rows);
   for (index j = 0; j < nk; ++j) {
-    const T* vr = V.row(k0 + j);
+    const T* vr = V.row(j);
     if (all_finite(vr, 1, dv, dv)) continue;
     layout.for_each_segment(t.g, t.tile, [&](const tile_segment& s) {
       const problem_shape where{layout.lq, lk, t.b, s.h};
@@ -127,35 +181,27 @@ void prefetch_rows(const head_view<T>& x, index r0, index r1) noexcept {
 #endif
 }
 
-/// Calls f(row pointer, j, n) for each strided run of rows [k0 + j, k0 + j + n) covering [k0, k0 + nk) of x:
-/// one run, unless x is a paged cache whose page ends inside the block.
-template <class T, class F>
-EIGEN_STRONG_INLINE void for_each_run(const head_view<const T>& x, index k0, index nk, F&& f) {
-  for (index j = 0; j < nk;) {
-    const index n = std::min(nk - j, x.run_from(k0 + j));
-    f(x.row(k0 + j), j, n);
-    j += n;
-  }
-}
-
-/// Columns [0, nq) of qt (d rows of query_tile) = scale * Q's rows [q0, q0 + nq), transposed.
+/// Columns [0, nq) of qt (d rows of query_tile) = scale * Q's rows [q0, q0 + nq), transposed (and widened to T
+/// when Q is stored narrower: the same products, so the same bits as T queries holding the widened values).
 /// Square blocks of N queries x N features are transposed in registers: one scalar store per element cost
 /// a sparse tile, which visits few key blocks, close to a tenth of its time.
-template <class T>
-void pack_queries(const head_view<const T>& Q, index q0, index nq, T scale, T* qt) noexcept {
+template <class T, class Stored>
+void pack_queries(const head_view<const Stored>& Q, index q0, index nq, T scale, T* qt) noexcept {
   constexpr int N = lanes<T>;
   constexpr index S = tile_shape<T>::query_tile;
   const index d = Q.cols;
   index i0 = 0;
-  for (; i0 + N <= nq; i0 += N) {
-    index c0 = 0;
-    for (; c0 + N <= d; c0 += N) scaled_transpose_square<T>(Q.row(q0 + i0) + c0, Q.row_stride, scale, qt + c0 * S + i0, S);
-    for (; c0 < d; ++c0)
-      for (int u = 0; u < N; ++u) qt[c0 * S + i0 + u] = Q.row(q0 + i0 + u)[c0] * scale;
+  if constexpr (std::is_same_v<T, Stored>) {  // narrower queries take the loop below: one tile per tile, not per block
+    for (; i0 + N <= nq; i0 += N) {
+      index c0 = 0;
+      for (; c0 + N <= d; c0 += N) scaled_transpose_square<T>(Q.row(q0 + i0) + c0, Q.row_stride, scale, qt + c0 * S + i0, S);
+      for (; c0 < d; ++c0)
+        for (int u = 0; u < N; ++u) qt[c0 * S + i0 + u] = Q.row(q0 + i0 + u)[c0] * scale;
+    }
   }
   for (index i = i0; i < nq; ++i) {
-    const T* row = Q.row(q0 + i);
-    for (index c = 0; c < d; ++c) qt[c * S + i] = row[c] * scale;
+    const Stored* row = Q.row(q0 + i);
+    for (index c = 0; c < d; ++c) qt[c * S + i] = static_cast<T>(row[c]) * scale;
   }
 }
 
@@ -187,22 +233,54 @@ struct tile_rows {
 };
 
 /// One segment's output rows in the call, and their LSEs (null when not wanted).
-template <class T, class Mask, class Score, class KV>
-std::pair<head_view<T>, T*> call_rows(const engine_problem<T, Mask, Score, KV>& pb, index b, const tile_segment& s) noexcept {
-  const head_view<T> O = pb.out.head(b, s.h);
-  return {head_view<T>{O.row(s.q0), s.n, O.cols, O.row_stride}, pb.lse.data ? pb.lse.head(b, s.h) + s.q0 : nullptr};
+template <class S, class Mask, class Score, class KV>
+auto call_rows(const engine_problem<S, Mask, Score, KV>& pb, index b, const tile_segment& s) noexcept {
+  using T = accumulator_t<S>;
+  const head_view<S> O = pb.out.head(b, s.h);
+  return std::pair<head_view<S>, T*>{head_view<S>{O.row(s.q0), s.n, O.cols, O.row_stride},
+                                     pb.lse.data ? pb.lse.head(b, s.h) + s.q0 : nullptr};
+}
+
+/// Where a finished output row is built in the compute type T: the output row itself when it is stored in T,
+/// else `scratch`, which finish_row then rounds into it.
+template <class T, class S>
+T* row_in_compute_type(S* out, T* scratch) noexcept {
+  if constexpr (std::is_same_v<T, S>) {
+    (void)scratch;
+    return out;
+  } else {
+    (void)out;
+    return scratch;
+  }
+}
+template <class T, class S>
+void finish_row(const T* row, index n, S* out) noexcept {
+  if constexpr (!std::is_same_v<T, S>) narrow_row(row, n, out);
+  else (void)row, (void)n, (void)out;
+}
+
+/// The element type a K or V view stores.
+template <class KV>
+using kv_element_t = std::remove_const_t<std::remove_pointer_t<decltype(std::declval<const KV&>().head(0, 0).data)>>;
+
+/// A workspace for a problem: compute-type scratch, with room to widen K and V blocks stored narrower.
+template <class S, class Mask, class Score, class KV>
+auto make_workspace(const engine_problem<S, Mask, Score, KV>& pb) {
+  using T = accumulator_t<S>;
+  constexpr bool widens = !std::is_same_v<kv_element_t<KV>, T>;
+  return engine_workspace<T>(pb.q.features, pb.v.features, longest_keys(pb.k), plan_lists_v<Mask>, widens, widens);
 }
 
 /// One tile (row_layout): plan, visit the planned key blocks in `range`, normalise, write to `dst`.
-template <class T, class Mask, class Score, class KV>
-void run_query_tile(const engine_problem<T, Mask, Score, KV>& pb, const row_layout& layout, const tile_item& t,
+template <class Stored, class Mask, class Score, class KV, class T = accumulator_t<Stored>>
+void run_query_tile(const engine_problem<Stored, Mask, Score, KV>& pb, const row_layout& layout, const tile_item& t,
                     engine_workspace<T>& ws, block_range range, const tile_rows<T>& dst) {
   using shape = tile_shape<T>;
   constexpr index S = shape::query_tile;
   constexpr index BK = shape::key_block;
   constexpr int N = shape::N;
   const index group = pb.q.heads / pb.k.heads, first_head = t.g * layout.packed;
-  const head_view<const T> K = pb.k.head(t.b, first_head / group), V = pb.v.head(t.b, first_head / group);
+  const auto K = pb.k.head(t.b, first_head / group), V = pb.v.head(t.b, first_head / group);
   const index d = pb.q.features, dv = V.cols, lk = K.rows;
   const index nq = layout.rows_of(t.tile);
   const int qp = static_cast<int>((nq + N - 1) / N);
@@ -220,9 +298,9 @@ void run_query_tile(const engine_problem<T, Mask, Score, KV>& pb, const row_layo
   if constexpr (Score::uses_dot_product()) {
     if (few_rows > 0) {
       layout.for_each_segment(t.g, t.tile, [&](const tile_segment& s) {
-        const head_view<const T> Q = pb.q.head(t.b, s.h);
+        const auto Q = pb.q.head(t.b, s.h);
         for (index i = 0; i < s.n; ++i)
-          for (index c = 0; c < d; ++c) ws.qr[(s.row + i) * d + c] = Q.row(s.q0 + i)[c] * scale;
+          for (index c = 0; c < d; ++c) ws.qr[(s.row + i) * d + c] = static_cast<T>(Q.row(s.q0 + i)[c]) * scale;
       });
       std::fill(ws.qr.data() + nq * d, ws.qr.data() + few_rows * d, T(0));
     } else {
@@ -266,18 +344,23 @@ void run_query_tile(const engine_problem<T, Mask, Score, KV>& pb, const row_layo
         prefetch_rows<false>(V, next * BK, next * BK + BK);
       }
       T* st = ws.st.data();
+      const auto vb = read_block(V, k0, nk, ws.v_wide.data(), ws.o_stride);
       if constexpr (Score::uses_dot_product()) {
-        for_each_run(K, k0, nk, [&](const T* k, index j, index n) {
+        read_block(K, k0, nk, ws.k_wide.data(), ws.k_stride).for_each_run([&](const T* k, index stride, index j, index n) {
           if (few_rows > 0) {
             // While the logits of this run are taken: its V rows, and the next block's K rows when the next block
-            // follows in the same strided run (one K and V stride), are requested (stream_ahead).
-            const bool streams = V.run_from(k0 + j) >= n && K.row_stride == V.row_stride;
-            const bool next_follows = n == nk && next == kb + 1 && K.run_from(k0) >= nk + std::min(BK, lk - next * BK);
-            const stream_ahead<T> ahead{streams ? V.row(k0 + j) : nullptr,
-                                        streams && next_follows ? K.row(next * BK) : nullptr, K.row_stride, std::max(d, dv)};
-            dot_few_rows<T>(nq, ws.qr.data(), d, k, K.row_stride, n, d, st + j * S, ahead);
+            // follows in the same strided run (one K and V stride), are requested (stream_ahead). Blocks widened
+            // from a narrower cache have been read already.
+            stream_ahead<T> ahead{};
+            if constexpr (decltype(vb)::in_place) {
+              const bool streams = V.run_from(k0 + j) >= n && K.row_stride == V.row_stride;
+              const bool next_follows = n == nk && next == kb + 1 && K.run_from(k0) >= nk + std::min(BK, lk - next * BK);
+              ahead = {streams ? V.row(k0 + j) : nullptr, streams && next_follows ? K.row(next * BK) : nullptr,
+                       K.row_stride, std::max(d, dv)};
+            }
+            dot_few_rows<T>(nq, ws.qr.data(), d, k, stride, n, d, st + j * S, ahead);
           } else {
-            dot_tile<T>(ws.qt.data(), k, K.row_stride, n, d, qp, st + j * S);
+            dot_tile<T>(ws.qt.data(), k, stride, n, d, qp, st + j * S);
           }
         });
       } else {
@@ -304,19 +387,19 @@ void run_query_tile(const engine_problem<T, Mask, Score, KV>& pb, const row_layo
             mask_logits<T>(st + j * S, allowed, qp);
           }
           // p = 0 times a non-finite value would still be NaN: such blocks take the per-pair path below.
-          for_each_run(V, k0, nk, [&](const T* v, index, index n) { careful_pv |= !all_finite(v, n, dv, V.row_stride); });
+          vb.for_each_run([&](const T* v, index stride, index, index n) { careful_pv |= !all_finite(v, n, dv, stride); });
         }
       }
       softmax_tile<T>(st, nk, qp, ws.m.data(), ws.l.data(), ws.alpha.data());
       if (!careful_pv) {
         // A block over two pages is two products; the second continues the first's sums (alpha 1: exact), so
         // a paged cache gives the bits of a contiguous one.
-        for_each_run(V, k0, nk, [&](const T* v, index j, index n) {
-          pv_tile<T>(ws.o.data(), ws.o_stride, j == 0 ? ws.alpha.data() : ws.ones.data(), st + j * S, v, V.row_stride, n,
-                     dv, rows);
+        vb.for_each_run([&](const T* v, index stride, index j, index n) {
+          pv_tile<T>(ws.o.data(), ws.o_stride, j == 0 ? ws.alpha.data() : ws.ones.data(), st + j * S, v, stride, n, dv,
+                     rows);
         });
       } else {
-        add_non_finite_block(pb.mask, ws, st, V, k0, nk, rows, layout, t, lk);
+        add_non_finite_block(pb.mask, ws, st, vb, rows, layout, t, lk);
       }
     }
   }
@@ -329,22 +412,26 @@ void run_query_tile(const engine_problem<T, Mask, Score, KV>& pb, const row_layo
       const T li = ws.l[row];
       const T inv = li > T(0) ? T(1) / li : (li == T(0) ? T(0) : li);  // NaN stays NaN
       const T* orow = ws.o.data() + row * ws.o_stride;
-      T* out = dst.out ? dst.out + row * dst.out_stride : call_out.row(i);
+      T* out = dst.out ? dst.out + row * dst.out_stride : row_in_compute_type(call_out.row(i), ws.out_row.data());
       T* lse = dst.out ? dst.lse + row : (call_lse ? call_lse + i : nullptr);
       for (index c = 0; c < dv; ++c) out[c] = orow[c] * inv;
       T row_lse = li == T(0) ? -std::numeric_limits<T>::infinity() : ws.m[row] + std::log(li);
-      if (!dst.out) add_sink(pb.score, s.h, out, dv, row_lse);  // a partition's rows get the sink after the merge
+      if (!dst.out) {  // a partition's rows stay in T, and get the sink after the merge
+        add_sink(pb.score, s.h, out, dv, row_lse);
+        finish_row(out, dv, call_out.row(i));
+      }
       if (lse) *lse = row_lse;
     }
   });
 }
 
 /// Runs a schedule that cuts tiles (engine_schedule.hpp): every job, then every cut tile's merge.
-template <class T, class Mask, class Score, class KV>
-void run_split_schedule(const engine_problem<T, Mask, Score, KV>& pb, const row_layout& layout,
+template <class Stored, class Mask, class Score, class KV>
+void run_split_schedule(const engine_problem<Stored, Mask, Score, KV>& pb, const row_layout& layout,
                         const engine_schedule& schedule) {
+  using T = accumulator_t<Stored>;
   constexpr index S = tile_shape<T>::query_tile;
-  const index d = pb.q.features, dv = pb.v.features, lk = longest_keys(pb.k), groups = pb.q.heads / layout.packed;
+  const index dv = pb.v.features, groups = pb.q.heads / layout.packed;
   const index row = std::max<index>(dv, 1), part_size = S * (row + 1);  // a partition's rows, then their LSEs
   // Partitions are the schedule's first jobs: job j < parts holds its rows at scratch[j x part_size].
   index parts = 0;
@@ -356,20 +443,27 @@ void run_split_schedule(const engine_problem<T, Mask, Score, KV>& pb, const row_
   };
   const index jobs = static_cast<index>(schedule.jobs.size());
   parallel_for(
-      jobs, thread_count(pb.threads, jobs), [&] { return engine_workspace<T>(d, dv, lk, plan_lists_v<Mask>); },
+      jobs, thread_count(pb.threads, jobs), [&] { return make_workspace(pb); },
       [&](index j, engine_workspace<T>& ws) {
         const engine_job& job = schedule.jobs[static_cast<std::size_t>(j)];
         const tile_item t = tile_item::of(job.item, groups, layout.tiles());
         run_query_tile(pb, layout, t, ws, job.blocks, job.partition ? part_rows(j) : tile_rows<T>{});
       });
+  // Each merged row is built in T (a row of scratch when the output is stored narrower), gets the sink, and is
+  // written once.
+  struct merge_scratch {
+    explicit merge_scratch(index features) : row(static_cast<std::size_t>(features)) {}
+    std::vector<const T*> pointers = std::vector<const T*>(2 * max_cut_parts);
+    std::vector<T> row;
+  };
   const index splits = static_cast<index>(schedule.splits.size());
   parallel_for(
-      splits, thread_count(pb.threads, splits), [&] { return std::vector<const T*>(2 * max_cut_parts); },
-      [&](index c, std::vector<const T*>& pointers) {
+      splits, thread_count(pb.threads, splits), [&] { return merge_scratch(row); },
+      [&](index c, merge_scratch& ms) {
         const split_tile& cut = schedule.splits[static_cast<std::size_t>(c)];
         const tile_item t = tile_item::of(cut.item, groups, layout.tiles());
         const auto n = static_cast<std::size_t>(cut.parts);
-        const std::span<const T*> outs(pointers.data(), n), lses(pointers.data() + n, n);
+        const std::span<const T*> outs(ms.pointers.data(), n), lses(ms.pointers.data() + n, n);
         layout.for_each_segment(t.g, t.tile, [&](const tile_segment& s) {
           for (std::size_t p = 0; p < n; ++p) {
             const tile_rows<T> part = part_rows(cut.first_job + static_cast<index>(p));
@@ -377,15 +471,13 @@ void run_split_schedule(const engine_problem<T, Mask, Score, KV>& pb, const row_
           }
           const auto [out, lse] = call_rows(pb, t.b, s);
           const lse_parts_view<T> view{outs, lses, s.n, dv, dv, 1, nullptr};
-          if constexpr (has_sinks<Score>) {
-            for (index i = 0; i < s.n; ++i) {
-              T row_lse;
-              merge_row_by_lse(view, i, out.row(i), &row_lse);
-              add_sink(pb.score, s.h, out.row(i), dv, row_lse);
-              if (lse) lse[i] = row_lse;
-            }
-          } else {
-            merge_rows_by_lse(view, 0, s.n, out, lse);
+          for (index i = 0; i < s.n; ++i) {
+            T* merged = row_in_compute_type(out.row(i), ms.row.data());
+            T row_lse;
+            merge_row_by_lse(view, i, merged, &row_lse);
+            add_sink(pb.score, s.h, merged, dv, row_lse);
+            finish_row(merged, dv, out.row(i));
+            if (lse) lse[i] = row_lse;
           }
         });
       });
@@ -394,8 +486,9 @@ void run_split_schedule(const engine_problem<T, Mask, Score, KV>& pb, const row_
 /// Runs the engine over every tile of the call (row_layout), in parallel when OpenMP is on.
 /// Each work item is computed the same way whichever thread takes it, so results do not depend on the
 /// number of threads.
-template <class T, class Mask, class Score, class KV>
-void run_engine(const engine_problem<T, Mask, Score, KV>& pb) {
+template <class Stored, class Mask, class Score, class KV>
+void run_engine(const engine_problem<Stored, Mask, Score, KV>& pb) {
+  using T = accumulator_t<Stored>;
   using shape = tile_shape<T>;
   const row_layout layout = row_layout::of(pb.q.tokens, pb.q.heads, pb.k.heads, shape::query_tile);
   const index tiles = layout.tiles(), groups = pb.q.heads / layout.packed;
@@ -405,9 +498,8 @@ void run_engine(const engine_problem<T, Mask, Score, KV>& pb) {
   const auto keys_of = [&](index b) { return pb.k.head(b, 0).rows; };
   const engine_schedule schedule = schedule_tiles<T>(pb.mask, layout, pb.q.batch, pb.q.heads, lk, keys_of, pb.threads);
   if (schedule.splits_tiles()) return run_split_schedule(pb, layout, schedule);
-  const index d = pb.q.features, dv = pb.v.features;
   parallel_for(
-      items, thread_count(pb.threads, items), [&] { return engine_workspace<T>(d, dv, lk, plan_lists_v<Mask>); },
+      items, thread_count(pb.threads, items), [&] { return make_workspace(pb); },
       [&](index it, engine_workspace<T>& ws) {
         run_query_tile(pb, layout, tile_item::of(it, groups, tiles), ws, block_range{}, tile_rows<T>{});
       });

@@ -8,12 +8,13 @@
 
 #include "../config.hpp"
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
 
@@ -166,6 +167,31 @@ void copy_row(const T* src, index n, T* dst) noexcept {
   index j = 0;
   for (; j + N <= n; j += N) ei::pstoreu(dst + j, ei::ploadu<P>(src + j));
   for (; j < n; ++j) dst[j] = src[j];
+}
+
+/// dst[0, n) = src[0, n) widened to float, exactly (every bf16 and fp16 value is a float). bf16 is a float's
+/// upper half: a zero-extend and a shift, which the compiler vectorises. fp16 goes through vcvtph2ps where the
+/// target has it (F16C: 8 at a time; AVX-512: 16), through Eigen's bit manipulation otherwise.
+inline void widen_row(const Eigen::bfloat16* src, index n, float* dst) noexcept {
+  for (index j = 0; j < n; ++j) dst[j] = std::bit_cast<float>(std::uint32_t{src[j].value} << 16);
+}
+inline void widen_row(const Eigen::half* src, index n, float* dst) noexcept {
+  index j = 0;
+#if defined(__AVX512F__)
+  for (; j + 16 <= n; j += 16)
+    _mm512_storeu_ps(dst + j, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + j))));
+#endif
+#if defined(__F16C__)
+  for (; j + 8 <= n; j += 8)
+    _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j))));
+#endif
+  for (; j < n; ++j) dst[j] = static_cast<float>(src[j]);
+}
+
+/// dst[0, n) = src[0, n) rounded to the storage type S, to nearest even (NaN stays NaN, overflow gives +-inf).
+template <class S, class T>
+void narrow_row(const T* src, index n, S* dst) noexcept {
+  for (index j = 0; j < n; ++j) dst[j] = static_cast<S>(src[j]);
 }
 
 /// An N x N square (N = lanes<T>) scaled and transposed in registers: row u of the output, N entries at
