@@ -181,7 +181,6 @@ TEST_CASE("bf16 storage: fp16's values that bf16 cannot hold, and the other way 
   random_source rng(3);
   inputs<double> raw(s, rng);
   raw.q *= 12.0, raw.k *= 12.0, raw.v *= 1e4;
-  tally ran;
   const inputs<bf16> b(raw.q.cast<bf16>(), raw.k.cast<bf16>(), raw.v.cast<bf16>());
   const inputs<fp16> h(raw.q.cast<fp16>(), raw.k.cast<fp16>(), raw.v.cast<fp16>());
   const auto got_b = run<bf16>(s, b, salt::causal{});

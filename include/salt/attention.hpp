@@ -22,6 +22,7 @@
 #include "mask.hpp"
 #include "merge.hpp"
 #include "precision.hpp"
+#include "quantized.hpp"
 #include "run_options.hpp"
 #include "score.hpp"
 #include "tensor.hpp"
@@ -84,7 +85,36 @@ void attention(const input_view<T>& q, const std::type_identity_t<paged_view<con
   attention(q, k, v, out, lse_view<accumulator_t<T>>{}, mask, score, opts);
 }
 
-/// Multi-head attention without the log-sum-exp: as the overload above, with no lse.
+/// Multi-head attention over an int8 K and V with scales (quantized.hpp): q (B, Hq, Lq, d) and out (B, Hq, Lq, dv)
+/// in T (float, bf16 or fp16), k (B, Hkv, Lk, d) and v (B, Hkv, Lk, dv) quantized, each with its own group. Each
+/// key block is dequantized once into the workspace; the result is the float kernel's on the dequantized values.
+/// Time and memory as the strided overload. Throws salt::error naming salt::attention for mismatched shapes,
+/// scales that do not match their values, an out overlapping an input, or a policy's failed check; nothing is
+/// written then.
+template <storage_type T, mask_policy Mask = no_mask, score_policy_for<accumulator_t<T>> Score = dot_product>
+  requires(!std::is_same_v<T, double>)
+void attention(const input_view<T>& q, const quantized_view<const std::int8_t>& k,
+               const quantized_view<const std::int8_t>& v, const tensor_view<T>& out,
+               const lse_view<accumulator_t<T>>& lse, const Mask& mask = {}, const Score& score = {},
+               const run_options& opts = {}) {
+  constexpr const char* api = "salt::attention";
+  detail::check_quantized_qkv(q, k, v, out, opts, api);
+  detail::check_policies(problem_dims{q.batch, q.heads, k.heads, q.tokens, k.tokens, q.features, v.features}, api, mask,
+                         score);
+  detail::run_engine(detail::engine_problem<T, Mask, Score, quantized_view<const std::int8_t>>{q, k, v, out, lse, mask,
+                                                                                             score, opts.threads});
+}
+
+/// Attention over an int8 K and V without the log-sum-exp: as the overload above, with no lse.
+template <storage_type T, mask_policy Mask = no_mask, score_policy_for<accumulator_t<T>> Score = dot_product>
+  requires(!std::is_same_v<T, double>)
+void attention(const input_view<T>& q, const quantized_view<const std::int8_t>& k,
+               const quantized_view<const std::int8_t>& v, const tensor_view<T>& out, const Mask& mask = {},
+               const Score& score = {}, const run_options& opts = {}) {
+  attention(q, k, v, out, lse_view<accumulator_t<T>>{}, mask, score, opts);
+}
+
+/// Strided multi-head attention without the log-sum-exp: as the first overload, with no lse.
 template <storage_type T, mask_policy Mask = no_mask, score_policy_for<accumulator_t<T>> Score = dot_product>
 void attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
                const tensor_view<T>& out, const Mask& mask = {}, const Score& score = {},

@@ -94,45 +94,61 @@ index longest_keys(const KV& kv) noexcept {
   return kv.max_tokens();
 }
 
-/// Rows [k0, k0 + nk) of one K or V head as the micro-kernels read them, in the compute type T: the cache's own
-/// rows when it stores T (one strided run, or one per page the block spans), else the block widened once into
-/// scratch (one run). Widening is exact, so the arithmetic after it is the same for every storage type.
-template <class T, class Stored>
+/// The element type a head of K or V stores (int8 for a quantized head).
+template <class Head>
+using stored_t = std::remove_const_t<std::remove_pointer_t<decltype(std::remove_cvref_t<Head>::data)>>;
+
+/// Rows [k0, k0 + nk) of one K or V head as the micro-kernels read them: the cache's own rows (one strided run,
+/// or one per page the block spans) when it stores T, or 16-bit values that the micro-kernels widen as they load
+/// them (widens_in_registers); else the block widened (exactly) or dequantized (value * scale, quantized.hpp) once
+/// into scratch, one run of T. Either way the values reaching the arithmetic are the same.
+template <class T, class Head>
 struct block_rows {
-  static constexpr bool in_place = std::is_same_v<T, Stored>;
-  const head_view<const Stored>& x;
+  using stored = stored_t<Head>;
+  static constexpr bool readable = widens_in_registers<T, stored>;
+  const Head& x;
   index k0 = 0, nk = 0;
-  const T* wide = nullptr;  // the widened block (not in place)
+  const T* wide = nullptr;  // the widened block, or null: read in place
   index wide_stride = 0;
 
-  /// Calls f(rows, row_stride, j, n) for each run of rows [j, j + n) of the block.
+  /// Calls f(rows, row_stride, j, n) for each run of rows [j, j + n) of the block: rows of T, or of the stored
+  /// type when read in place (f is generic over the two).
   template <class F>
   EIGEN_STRONG_INLINE void for_each_run(F&& f) const {
-    if constexpr (in_place) {
-      for (index j = 0; j < nk;) {
-        const index n = std::min(nk - j, x.run_from(k0 + j));
-        f(x.row(k0 + j), x.row_stride, j, n);
-        j += n;
+    if constexpr (readable) {
+      if (!wide) {
+        for (index j = 0; j < nk;) {
+          const index n = std::min(nk - j, x.run_from(k0 + j));
+          f(x.row(k0 + j), x.row_stride, j, n);
+          j += n;
+        }
+        return;
       }
-    } else {
-      f(wide, wide_stride, index{0}, nk);
     }
+    f(wide, wide_stride, index{0}, nk);
   }
-  /// Row j of the block.
+  /// Whether row() may be asked: the rows are in T, stored so or widened.
+  bool has_rows() const noexcept { return std::is_same_v<T, stored> || wide != nullptr; }
+  /// Row j of the block (has_rows()).
   const T* row(index j) const noexcept {
-    if constexpr (in_place) return x.row(k0 + j);
+    if constexpr (std::is_same_v<T, stored>) return x.row(k0 + j);
     else return wide + j * wide_stride;
   }
 };
 
-/// The block [k0, k0 + nk) of x as block_rows: in place, or widened into `scratch` (rows `stride` apart).
-template <class T, class Stored>
-block_rows<T, Stored> read_block(const head_view<const Stored>& x, index k0, index nk, T* scratch, index stride) noexcept {
-  if constexpr (block_rows<T, Stored>::in_place) {
-    (void)scratch, (void)stride;
+/// The block [k0, k0 + nk) of x as block_rows: in place when it stores T, or when `in_place` and the
+/// micro-kernels can widen its type in registers; else widened into `scratch` (rows `stride` apart).
+template <class T, class Head>
+block_rows<T, Head> read_block(const Head& x, index k0, index nk, T* scratch, index stride, bool in_place) noexcept {
+  if constexpr (std::is_same_v<T, stored_t<Head>>) {
+    (void)scratch, (void)stride, (void)in_place;
     return {x, k0, nk};
   } else {
-    for (index j = 0; j < nk; ++j) widen_row(x.row(k0 + j), x.cols, scratch + j * stride);
+    if (block_rows<T, Head>::readable && in_place) return {x, k0, nk};
+    for (index j = 0; j < nk; ++j) {
+      if constexpr (requires { x.scales; }) dequantize_row(x.row(k0 + j), x.scales.row(k0 + j), x.group, x.cols, scratch + j * stride);
+      else widen_row(x.row(k0 + j), x.cols, scratch + j * stride);
+    }
     return {x, k0, nk, scratch, stride};
   }
 }
@@ -141,8 +157,8 @@ block_rows<T, Stored> read_block(const head_view<const Stored>& x, index k0, ind
 /// still be NaN. The block goes through pv_tile with those entries read as 0, so a row that cannot see
 /// them gets the very bits it gets without them; then every allowed pair adds its non-finite entries, so a
 /// row that can see one gets NaN or +-Inf as the naive sum would.
-template <class T, class Stored, class Mask>
-void add_non_finite_block(const Mask& mask, engine_workspace<T>& ws, const T* st, const block_rows<T, Stored>& V,
+template <class T, class Head, class Mask>
+void add_non_finite_block(const Mask& mask, engine_workspace<T>& ws, const T* st, const block_rows<T, Head>& V,
                           index rows, const row_layout& layout, const tile_item& t, index lk) {
   constexpr index S = tile_shape<T>::query_tile;
   const index dv = V.x.cols, k0 = V.k0, nk = V.nk;
@@ -261,7 +277,7 @@ void finish_row(const T* row, index n, S* out) noexcept {
 
 /// The element type a K or V view stores.
 template <class KV>
-using kv_element_t = std::remove_const_t<std::remove_pointer_t<decltype(std::declval<const KV&>().head(0, 0).data)>>;
+using kv_element_t = stored_t<decltype(std::declval<const KV&>().head(0, 0))>;
 
 /// A workspace for a problem: compute-type scratch, with room to widen K and V blocks stored narrower.
 template <class S, class Mask, class Score, class KV>
@@ -344,22 +360,26 @@ void run_query_tile(const engine_problem<Stored, Mask, Score, KV>& pb, const row
         prefetch_rows<false>(V, next * BK, next * BK + BK);
       }
       T* st = ws.st.data();
-      const auto vb = read_block(V, k0, nk, ws.v_wide.data(), ws.o_stride);
+      // A decode tile reads a 16-bit cache in place, each packet widened as it is loaded (its bytes are read
+      // once: a pass through scratch costs a third of the time of a bf16 decode); prefill tiles, which read each
+      // block once per tile, widen it into scratch first.
+      const auto vb = read_block(V, k0, nk, ws.v_wide.data(), ws.o_stride, few_rows > 0);
       if constexpr (Score::uses_dot_product()) {
-        read_block(K, k0, nk, ws.k_wide.data(), ws.k_stride).for_each_run([&](const T* k, index stride, index j, index n) {
+        read_block(K, k0, nk, ws.k_wide.data(), ws.k_stride, few_rows > 0).for_each_run([&](const auto* k, index stride, index j, index n) {
+          using Tk = std::remove_cv_t<std::remove_pointer_t<decltype(k)>>;
           if (few_rows > 0) {
             // While the logits of this run are taken: its V rows, and the next block's K rows when the next block
             // follows in the same strided run (one K and V stride), are requested (stream_ahead). Blocks widened
-            // from a narrower cache have been read already.
-            stream_ahead<T> ahead{};
-            if constexpr (decltype(vb)::in_place) {
+            // into scratch have been read already.
+            stream_ahead<Tk> ahead{};
+            if constexpr (std::is_same_v<Tk, stored_t<decltype(K)>>) {
               const bool streams = V.run_from(k0 + j) >= n && K.row_stride == V.row_stride;
               const bool next_follows = n == nk && next == kb + 1 && K.run_from(k0) >= nk + std::min(BK, lk - next * BK);
               ahead = {streams ? V.row(k0 + j) : nullptr, streams && next_follows ? K.row(next * BK) : nullptr,
                        K.row_stride, std::max(d, dv)};
             }
             dot_few_rows<T>(nq, ws.qr.data(), d, k, stride, n, d, st + j * S, ahead);
-          } else {
+          } else if constexpr (std::is_same_v<Tk, T>) {  // always so: prefill tiles read T rows
             dot_tile<T>(ws.qt.data(), k, stride, n, d, qp, st + j * S);
           }
         });
@@ -387,19 +407,20 @@ void run_query_tile(const engine_problem<Stored, Mask, Score, KV>& pb, const row
             mask_logits<T>(st + j * S, allowed, qp);
           }
           // p = 0 times a non-finite value would still be NaN: such blocks take the per-pair path below.
-          vb.for_each_run([&](const T* v, index stride, index, index n) { careful_pv |= !all_finite(v, n, dv, stride); });
+          vb.for_each_run([&](const auto* v, index stride, index, index n) { careful_pv |= !all_finite(v, n, dv, stride); });
         }
       }
       softmax_tile<T>(st, nk, qp, ws.m.data(), ws.l.data(), ws.alpha.data());
       if (!careful_pv) {
         // A block over two pages is two products; the second continues the first's sums (alpha 1: exact), so
         // a paged cache gives the bits of a contiguous one.
-        vb.for_each_run([&](const T* v, index stride, index j, index n) {
+        vb.for_each_run([&](const auto* v, index stride, index j, index n) {
           pv_tile<T>(ws.o.data(), ws.o_stride, j == 0 ? ws.alpha.data() : ws.ones.data(), st + j * S, v, stride, n, dv,
                      rows);
         });
       } else {
-        add_non_finite_block(pb.mask, ws, st, vb, rows, layout, t, lk);
+        add_non_finite_block(pb.mask, ws, st, vb.has_rows() ? vb : read_block(V, k0, nk, ws.v_wide.data(), ws.o_stride, false),
+                             rows, layout, t, lk);
       }
     }
   }

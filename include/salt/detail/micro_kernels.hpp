@@ -45,8 +45,8 @@ void dot_tile(const T* qt, const T* k, index k_stride, index nk, index d, int qp
   gemm<T, false, false>(nk, qp * tile_shape<T>::N, d, k, k_stride, qt, S, st, S, gemm_update::overwrite);
 }
 
-/// Rows a streaming kernel asks for while it computes on others: up to two runs of `cols` values per row, rows
-/// `stride` apart (null: none). A decode tile reads each K and V row once, and one core's hardware prefetcher
+/// Rows a streaming kernel asks for while it computes on others: up to two runs of `cols` values (of type T, as
+/// stored) per row, rows `stride` apart (null: none). A decode tile reads each K and V row once, and one core's hardware prefetcher
 /// may not run far enough ahead to cover the memory's latency: the current block's V rows and the next block's
 /// K rows are requested into the first-level cache, a few lines with each group of keys whose logits are taken.
 /// On one 16-core Xeon (Sapphire Rapids) host that made decode 1.3-1.45x faster on 1 thread and 1.25-1.4x on 16
@@ -79,10 +79,11 @@ struct stream_ahead {
 /// scaled, rows past the tile zero), and for each packet of features the NQ query packets meet N / NQ keys'
 /// packets in N accumulators, summed across lanes at once (sum_lanes_transposed). st[j][i] as dot_tile's, for
 /// i < NQ; the other entries of a key row are left as they are. Features past the last whole packet are added
-/// one at a time.
-template <class T, int NQ>
-void dot_few_rows(const T* q, index q_stride, const T* k, index k_stride, index nk, index d, T* st,
-                  const stream_ahead<T>& ahead) noexcept {
+/// one at a time. K may be stored narrower than T (bf16, fp16: widens_in_registers), each packet widened as it is
+/// loaded, to the same values and so the same logits as K widened first.
+template <class T, int NQ, class Tk>
+void dot_few_rows(const T* q, index q_stride, const Tk* k, index k_stride, index nk, index d, T* st,
+                  const stream_ahead<Tk>& ahead) noexcept {
   using P = packet<T>;
   constexpr int N = lanes<T>, KG = N / NQ;
   constexpr index S = tile_shape<T>::query_tile;
@@ -109,17 +110,17 @@ void dot_few_rows(const T* q, index q_stride, const T* k, index k_stride, index 
       SALT_UNROLL
       for (int u = 0; u < KG; ++u) {
         if (u >= keys) break;
-        const P kv = ei::ploadu<P>(k + (j0 + u) * k_stride + c);
+        const P kv = pload_widened<T>(k + (j0 + u) * k_stride + c);
         SALT_UNROLL
         for (int i = 0; i < NQ; ++i) acc.packet[u * NQ + i] = ei::pmadd(qv[i], kv, acc.packet[u * NQ + i]);
       }
     }
     ei::pstore(sums, sum_lanes_transposed(acc));
     for (int u = 0; u < keys; ++u) {
-      const T* kr = k + (j0 + u) * k_stride;
+      const Tk* kr = k + (j0 + u) * k_stride;
       for (int i = 0; i < NQ; ++i) {
         T s = sums[u * NQ + i];
-        for (index c = dp; c < d; ++c) s += q[i * q_stride + c] * kr[c];
+        for (index c = dp; c < d; ++c) s += q[i * q_stride + c] * static_cast<T>(kr[c]);
         st[(j0 + u) * S + i] = s;
       }
     }
@@ -137,21 +138,21 @@ constexpr int few_rows_stack(index nq) noexcept {
 }
 
 /// dot_few_rows for a stack of nq rows (few_rows_stack(nq) > 0).
-template <class T>
-void dot_few_rows(index nq, const T* q, index q_stride, const T* k, index k_stride, index nk, index d, T* st,
-                  const stream_ahead<T>& ahead) noexcept {
+template <class T, class Tk>
+void dot_few_rows(index nq, const T* q, index q_stride, const Tk* k, index k_stride, index nk, index d, T* st,
+                  const stream_ahead<Tk>& ahead) noexcept {
   constexpr int N = lanes<T>;
   // Only the stacks of at least two keys per packet exist for this packet size (SSE2's doubles: one row).
   const int stack = few_rows_stack<T>(nq);
-  if (stack == 1) return dot_few_rows<T, 1>(q, q_stride, k, k_stride, nk, d, st, ahead);
+  if (stack == 1) return dot_few_rows<T, 1, Tk>(q, q_stride, k, k_stride, nk, d, st, ahead);
   if constexpr (N >= 4) {
-    if (stack == 2) return dot_few_rows<T, 2>(q, q_stride, k, k_stride, nk, d, st, ahead);
+    if (stack == 2) return dot_few_rows<T, 2, Tk>(q, q_stride, k, k_stride, nk, d, st, ahead);
   }
   if constexpr (N >= 8) {
-    if (stack == 4) return dot_few_rows<T, 4>(q, q_stride, k, k_stride, nk, d, st, ahead);
+    if (stack == 4) return dot_few_rows<T, 4, Tk>(q, q_stride, k, k_stride, nk, d, st, ahead);
   }
   if constexpr (N >= 16) {
-    if (stack == 8) return dot_few_rows<T, 8>(q, q_stride, k, k_stride, nk, d, st, ahead);
+    if (stack == 8) return dot_few_rows<T, 8, Tk>(q, q_stride, k, k_stride, nk, d, st, ahead);
   }
 }
 
@@ -193,9 +194,10 @@ void softmax_tile(T* st, index nk, int qp, T* m, T* l, T* alpha) noexcept {
   }
 }
 
-/// o[i][c0 + ...] = alpha[i] * o[i][...] + sum_j st[j][i] * v_j[...] for R rows from i0, CPn packets.
-template <class T, int R, int CPn>
-EIGEN_STRONG_INLINE void pv_step(T* o, index o_stride, const T* alpha, const T* st, const T* v, index v_stride,
+/// o[i][c0 + ...] = alpha[i] * o[i][...] + sum_j st[j][i] * v_j[...] for R rows from i0, CPn packets; v stored
+/// as T or narrower (widened as it is loaded, as in dot_few_rows).
+template <class T, int R, int CPn, class Tv>
+EIGEN_STRONG_INLINE void pv_step(T* o, index o_stride, const T* alpha, const T* st, const Tv* v, index v_stride,
                                  index nk) noexcept {
   using P = packet<T>;
   constexpr int N = lanes<T>;
@@ -211,7 +213,7 @@ EIGEN_STRONG_INLINE void pv_step(T* o, index o_stride, const T* alpha, const T* 
     P vv[CPn];
     SALT_UNROLL
     for (int c = 0; c < CPn; ++c) {
-      vv[c] = ei::ploadu<P>(v + j * v_stride + c * N);
+      vv[c] = pload_widened<T>(v + j * v_stride + c * N);
       keep_in_register(vv[c]);
     }
     SALT_UNROLL
@@ -227,28 +229,29 @@ EIGEN_STRONG_INLINE void pv_step(T* o, index o_stride, const T* alpha, const T* 
     for (int c = 0; c < CPn; ++c) ei::pstore(o + r * o_stride + c * N, acc[r][c]);
 }
 
-template <class T, int CPn>
-void pv_columns(T* o, index o_stride, const T* alpha, const T* st, const T* v, index v_stride, index nk,
+template <class T, int CPn, class Tv>
+void pv_columns(T* o, index o_stride, const T* alpha, const T* st, const Tv* v, index v_stride, index nk,
                 index rows) noexcept {
   constexpr int R = tile_shape<T>::R;
-  for (index i = 0; i < rows; i += R) pv_step<T, R, CPn>(o + i * o_stride, o_stride, alpha + i, st + i, v, v_stride, nk);
+  for (index i = 0; i < rows; i += R) pv_step<T, R, CPn, Tv>(o + i * o_stride, o_stride, alpha + i, st + i, v, v_stride, nk);
 }
 
 /// o = alpha * o + P^T V over `rows` query rows (a multiple of R) and dv value features; o rows are
-/// o_stride apart (a multiple of the packet size, so rows stay aligned).
-template <class T>
-void pv_tile(T* o, index o_stride, const T* alpha, const T* st, const T* v, index v_stride, index nk, index dv,
+/// o_stride apart (a multiple of the packet size, so rows stay aligned). V is stored as T, or narrower where
+/// widens_in_registers.
+template <class T, class Tv>
+void pv_tile(T* o, index o_stride, const T* alpha, const T* st, const Tv* v, index v_stride, index nk, index dv,
              index rows) noexcept {
   constexpr int N = lanes<T>;
   constexpr int CP = tile_shape<T>::CP;
   constexpr index S = tile_shape<T>::query_tile;
   index c = 0;
-  for (; c + CP * N <= dv; c += CP * N) pv_columns<T, CP>(o + c, o_stride, alpha, st, v + c, v_stride, nk, rows);
-  for (; c + N <= dv; c += N) pv_columns<T, 1>(o + c, o_stride, alpha, st, v + c, v_stride, nk, rows);
+  for (; c + CP * N <= dv; c += CP * N) pv_columns<T, CP, Tv>(o + c, o_stride, alpha, st, v + c, v_stride, nk, rows);
+  for (; c + N <= dv; c += N) pv_columns<T, 1, Tv>(o + c, o_stride, alpha, st, v + c, v_stride, nk, rows);
   for (; c < dv; ++c) {  // features past the last whole packet
     for (index i = 0; i < rows; ++i) {
       T acc = alpha[i] * o[i * o_stride + c];
-      for (index j = 0; j < nk; ++j) acc += st[j * S + i] * v[j * v_stride + c];
+      for (index j = 0; j < nk; ++j) acc += st[j * S + i] * static_cast<T>(v[j * v_stride + c]);
       o[i * o_stride + c] = acc;
     }
   }

@@ -9,12 +9,13 @@
 #include "../config.hpp"
 
 #include <bit>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
 
-#if defined(__AVX512F__) || defined(__F16C__)
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
 
@@ -29,6 +30,18 @@
 namespace salt::detail {
 
 namespace ei = Eigen::internal;
+
+/// What the target offers for widening 16-bit storage in registers (pload_widened).
+#if defined(__AVX512F__) || defined(__AVX2__)
+inline constexpr bool has_integer_widening = true;
+#else
+inline constexpr bool has_integer_widening = false;
+#endif
+#if defined(__F16C__) && (defined(__AVX512F__) || defined(__AVX2__))
+inline constexpr bool has_half_widening = true;
+#else
+inline constexpr bool has_half_widening = false;
+#endif
 
 template <class T>
 using packet = typename ei::packet_traits<T>::type;
@@ -146,6 +159,16 @@ bool all_finite(const T* data, index rows, index cols, index stride) noexcept {
   return sum == sum;  // false only for NaN
 }
 
+/// all_finite over 16-bit storage (bf16, fp16): every value widened, the same answer as over the widened rows.
+template <class S>
+  requires(std::is_same_v<S, Eigen::bfloat16> || std::is_same_v<S, Eigen::half>)
+bool all_finite(const S* data, index rows, index cols, index stride) noexcept {
+  for (index r = 0; r < rows; ++r)
+    for (index c = 0; c < cols; ++c)
+      if (!std::isfinite(static_cast<float>(data[r * stride + c]))) return false;
+  return true;
+}
+
 /// Keeps a packet in a register: stops the compiler from re-reading it from memory as an operand of
 /// every instruction that uses it (which would double the loads of the P.V kernel).
 template <class P>
@@ -186,6 +209,44 @@ inline void widen_row(const Eigen::half* src, index n, float* dst) noexcept {
     _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j))));
 #endif
   for (; j < n; ++j) dst[j] = static_cast<float>(src[j]);
+}
+
+/// dst[0, n) = src[0, n) dequantized: float(src[c]) * scales[c / group] (quantized.hpp).
+inline void dequantize_row(const std::int8_t* src, const float* scales, index group, index n, float* dst) noexcept {
+  for (index c0 = 0; c0 < n; c0 += group) {
+    const float scale = scales[c0 / group];
+    for (index c = c0; c < c0 + group; ++c) dst[c] = static_cast<float>(src[c]) * scale;
+  }
+}
+
+/// Whether pload_widened reads S in registers on this target (AVX2 or AVX-512; fp16 also needs F16C). Elsewhere
+/// the engine widens a block into scratch first, which costs less than a packet through memory.
+template <class T, class S>
+inline constexpr bool widens_in_registers =
+    std::is_same_v<T, S> ||
+    (std::is_same_v<T, float> && ((std::is_same_v<S, Eigen::bfloat16> && has_integer_widening) ||
+                                  (std::is_same_v<S, Eigen::half> && has_half_widening)));
+
+/// A packet of T from lanes<T> values stored as S: a plain load when S is T, else bf16 or fp16 widened in
+/// registers, to the very values widen_row gives.
+template <class T, class S>
+EIGEN_STRONG_INLINE packet<T> pload_widened(const S* src) noexcept {
+  if constexpr (std::is_same_v<T, S>) {
+    return ei::ploadu<packet<T>>(src);
+  } else {
+    static_assert(widens_in_registers<T, S>, "salt: pload_widened on a target that cannot widen in registers");
+#if defined(__AVX512F__)
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+    if constexpr (std::is_same_v<S, Eigen::bfloat16>) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+    else return _mm512_cvtph_ps(raw);
+#elif defined(__AVX2__)
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+    if constexpr (std::is_same_v<S, Eigen::bfloat16>) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+#if defined(__F16C__)
+    else return _mm256_cvtph_ps(raw);
+#endif
+#endif
+  }
 }
 
 /// dst[0, n) = src[0, n) rounded to the storage type S, to nearest even (NaN stays NaN, overflow gives +-inf).
