@@ -5,33 +5,35 @@
 //
 //   build/benchmarks/salt_decode_bench                     (Lq = 1, Hq = 32, Hkv = 8, d = 128, fp32)
 //   build/benchmarks/salt_decode_bench --benchmark_filter=packing
+//   build/benchmarks/salt_decode_bench --benchmark_filter=storage     (bf16 and fp16 caches against float)
+//   build/benchmarks/salt_decode_bench --benchmark_filter=int8        (int8 caches with scales against float)
 #include <benchmark/benchmark.h>
 
 #include <salt/salt.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <numeric>
 #include <vector>
 
+#include "common/bandwidth.hpp"
 #include "common/benchmark_main.hpp"
 #include "common/thread_speedup.hpp"
-
-#if SALT_HAS_OPENMP
-#include <omp.h>
-#endif
 
 namespace {
 
 using salt::index;
+using salt::bench::read_loop;
+using salt::bench::seconds_of;
 double fma_peak_gflops = 0;
 
-/// One decode step of a grouped-query model: `batch` sequences of `lk` cached tokens, one new query each.
+/// One decode step of a grouped-query model: `batch` sequences of `lk` cached tokens, one new query each, stored
+/// in S (the same values, rounded, for every S).
+template <class S = float>
 struct decode_problem {
   index batch, q_heads, kv_heads, lq, lk, d;
-  std::vector<float> q, k, v, out;
+  std::vector<S> q, k, v, out;
 
   decode_problem(index b, index hq, index hkv, index lq_, index lk_, index d_)
       : batch(b), q_heads(hq), kv_heads(hkv), lq(lq_), lk(lk_), d(d_),
@@ -39,20 +41,20 @@ struct decode_problem {
         v(k.size()), out(q.size()) {
     salt::random_generator rng(3);
     for (auto* x : {&q, &k, &v})
-      for (float& e : *x) e = static_cast<float>(rng.normal());
+      for (S& e : *x) e = static_cast<S>(static_cast<float>(rng.normal()));
   }
-  double cache_bytes() const { return 2.0 * static_cast<double>(k.size()) * sizeof(float); }
+  double cache_bytes() const { return 2.0 * static_cast<double>(k.size()) * sizeof(S); }
 
   void attend(int threads) {
-    using view = salt::tensor_view<const float>;
+    using view = salt::tensor_view<const S>;
     salt::attention(view::bhld(q.data(), batch, q_heads, lq, d), view::bhld(k.data(), batch, kv_heads, lk, d),
                     view::bhld(v.data(), batch, kv_heads, lk, d),
-                    salt::tensor_view<float>::bhld(out.data(), batch, q_heads, lq, d), salt::causal{}, salt::dot_product{},
+                    salt::tensor_view<S>::bhld(out.data(), batch, q_heads, lq, d), salt::causal{}, salt::dot_product{},
                     salt::run_options{.threads = threads});
   }
   /// The same call with each query head on its own: every K/V head is read q_heads / kv_heads times.
   void attend_head_by_head(int threads) {
-    using view = salt::tensor_view<const float>;
+    using view = salt::tensor_view<const S>;
     const index group = q_heads / kv_heads;
     for (index b = 0; b < batch; ++b)
       for (index h = 0; h < q_heads; ++h) {
@@ -60,58 +62,16 @@ struct decode_problem {
         salt::attention(view::bhld(q.data() + (b * q_heads + h) * lq * d, 1, 1, lq, d),
                         view::bhld(k.data() + (b * kv_heads + g) * lk * d, 1, 1, lk, d),
                         view::bhld(v.data() + (b * kv_heads + g) * lk * d, 1, 1, lk, d),
-                        salt::tensor_view<float>::bhld(out.data() + (b * q_heads + h) * lq * d, 1, 1, lq, d),
+                        salt::tensor_view<S>::bhld(out.data() + (b * q_heads + h) * lq * d, 1, 1, lq, d),
                         salt::causal{}, salt::dot_product{}, salt::run_options{.threads = threads});
       }
   }
 };
 
-/// A streaming read of `bytes` bytes on `threads` threads: each thread sums a contiguous share with 8
-/// independent packet accumulators (as many loads in flight as the core allows).
-class read_loop {
- public:
-  explicit read_loop(double bytes) : data_(static_cast<std::size_t>(bytes / sizeof(float)), 1.0f) {}
-  float run(int threads) const {
-    using namespace salt::detail;
-    using P = packet<float>;
-    constexpr index N = lanes<float>, U = 8;
-    const index n = static_cast<index>(data_.size()) / (N * U) * (N * U);
-    float total = 0;
-#if SALT_HAS_OPENMP
-#pragma omp parallel for num_threads(threads) reduction(+ : total) schedule(static)
-#endif
-    for (index part = 0; part < threads; ++part) {
-      const index begin = n * part / threads / (N * U) * (N * U), end = n * (part + 1) / threads / (N * U) * (N * U);
-      P acc[U];
-      for (auto& a : acc) a = ei::pset1<P>(0.0f);
-      for (index i = begin; i < end; i += N * U)
-        for (index u = 0; u < U; ++u) acc[u] = ei::padd(acc[u], ei::ploadu<P>(data_.data() + i + u * N));
-      P sum = acc[0];
-      for (index u = 1; u < U; ++u) sum = ei::padd(sum, acc[u]);
-      total += ei::predux(sum);
-    }
-#if !SALT_HAS_OPENMP
-    (void)threads;
-#endif
-    return total;
-  }
-
- private:
-  std::vector<float> data_;
-};
-
-template <class F>
-double seconds_of(F&& f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  benchmark::ClobberMemory();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 /// Decode GB/s against the read bandwidth, pairs alternated; range(0) = Lk, range(1) = threads (0: all).
 void BM_decode(benchmark::State& state) {
   const int threads = state.range(1) == 0 ? salt::bench::all_threads() : static_cast<int>(state.range(1));
-  decode_problem p(1, 32, 8, 1, state.range(0), 128);
+  decode_problem<> p(1, 32, 8, 1, state.range(0), 128);
   const read_loop reader(p.cache_bytes());
   float sink = 0;
   p.attend(threads);  // warm-up: pages, the pool, the caches
@@ -136,7 +96,7 @@ void BM_decode(benchmark::State& state) {
 /// Stacking a K/V group's heads into one tile against running each query head alone (same threads).
 void BM_decode_packing(benchmark::State& state) {
   const int threads = state.range(1) == 0 ? salt::bench::all_threads() : static_cast<int>(state.range(1));
-  decode_problem p(1, 32, 8, 1, state.range(0), 128);
+  decode_problem<> p(1, 32, 8, 1, state.range(0), 128);
   p.attend(threads);
   p.attend_head_by_head(threads);
   std::vector<double> packed, alone, ratio;
@@ -159,7 +119,7 @@ void BM_decode_packing(benchmark::State& state) {
 void BM_decode_paged(benchmark::State& state) {
   const int threads = state.range(1) == 0 ? salt::bench::all_threads() : static_cast<int>(state.range(1));
   const index page = state.range(2);
-  decode_problem p(1, 32, 8, 1, state.range(0), 128);
+  decode_problem<> p(1, 32, 8, 1, state.range(0), 128);
   const index pages = (p.lk + page - 1) / page;
   std::vector<index> table(static_cast<std::size_t>(pages)), lengths = {p.lk};
   for (index i = 0; i < pages; ++i) table[static_cast<std::size_t>(i)] = (i * 7919) % pages;  // shuffled
@@ -195,6 +155,86 @@ void BM_decode_paged(benchmark::State& state) {
   state.counters["threads"] = threads;
 }
 
+/// A cache stored in S (bf16, fp16) against the same cache in float, and against the read bandwidth over its own
+/// bytes: calls alternated (float decode, S decode, read), medians. `of_read` is the fraction of the read
+/// bandwidth the S decode reaches over the bytes it reads; `over_float` is float's time over S's.
+template <class S>
+void BM_decode_storage(benchmark::State& state) {
+  const int threads = state.range(1) == 0 ? salt::bench::all_threads() : static_cast<int>(state.range(1));
+  decode_problem<float> f(1, 32, 8, 1, state.range(0), 128);
+  decode_problem<S> p(1, 32, 8, 1, state.range(0), 128);
+  const read_loop reader(p.cache_bytes());
+  float sink = 0;
+  f.attend(threads);
+  p.attend(threads);
+  sink += reader.run(threads);
+  std::vector<double> decode, read, ratio, over_float;
+  for (auto _ : state) {
+    const double t_float = seconds_of([&] { f.attend(threads); });
+    const double t_decode = seconds_of([&] { p.attend(threads); });
+    const double t_read = seconds_of([&] { sink += reader.run(threads); });
+    state.SetIterationTime(t_decode);
+    decode.push_back(p.cache_bytes() / t_decode * 1e-9);
+    read.push_back(p.cache_bytes() / t_read * 1e-9);
+    ratio.push_back(t_read / t_decode);
+    over_float.push_back(t_float / t_decode);
+  }
+  state.counters["cache_MiB"] = p.cache_bytes() / (1 << 20);
+  state.counters["decode_GBps"] = salt::bench::median_of(decode);
+  state.counters["read_GBps"] = salt::bench::median_of(read);
+  state.counters["of_read"] = salt::bench::median_of(ratio);
+  state.counters["over_float"] = salt::bench::median_of(over_float);
+  state.counters["threads"] = threads;
+  benchmark::DoNotOptimize(sink);
+}
+
+/// An int8 cache (quantized.hpp; range(2) features per scale, 0: one scale per token and head) against the same
+/// cache in float and against the read bandwidth over its bytes, values and scales: as BM_decode_storage.
+void BM_decode_int8(benchmark::State& state) {
+  const int threads = state.range(1) == 0 ? salt::bench::all_threads() : static_cast<int>(state.range(1));
+  const index group = state.range(2);
+  decode_problem<float> f(1, 32, 8, 1, state.range(0), 128);
+  const index per_token = group == 0 ? 1 : f.d / group;
+  std::vector<std::int8_t> k8(f.k.size()), v8(f.v.size());
+  std::vector<float> k_scales(static_cast<std::size_t>(f.kv_heads * f.lk * per_token)), v_scales(k_scales.size());
+  using qview = salt::quantized_view<std::int8_t>;
+  const auto k = qview::bhld(k8.data(), k_scales.data(), 1, f.kv_heads, f.lk, f.d, group);
+  const auto v = qview::bhld(v8.data(), v_scales.data(), 1, f.kv_heads, f.lk, f.d, group);
+  using view = salt::tensor_view<const float>;
+  salt::quantize<float>(view::bhld(f.k.data(), 1, f.kv_heads, f.lk, f.d), k);
+  salt::quantize<float>(view::bhld(f.v.data(), 1, f.kv_heads, f.lk, f.d), v);
+  const double bytes = static_cast<double>(k8.size() + v8.size()) + 4.0 * static_cast<double>(k_scales.size() + v_scales.size());
+  std::vector<float> out(f.out.size());
+  const auto attend = [&] {
+    salt::attention(view::bhld(f.q.data(), 1, f.q_heads, 1, f.d), k, v,
+                    salt::tensor_view<float>::bhld(out.data(), 1, f.q_heads, 1, f.d), salt::causal{}, salt::dot_product{},
+                    salt::run_options{.threads = threads});
+  };
+  const read_loop reader(bytes);
+  float sink = 0;
+  f.attend(threads);
+  attend();
+  sink += reader.run(threads);
+  std::vector<double> decode, read, ratio, over_float;
+  for (auto _ : state) {
+    const double t_float = seconds_of([&] { f.attend(threads); });
+    const double t_decode = seconds_of(attend);
+    const double t_read = seconds_of([&] { sink += reader.run(threads); });
+    state.SetIterationTime(t_decode);
+    decode.push_back(bytes / t_decode * 1e-9);
+    read.push_back(bytes / t_read * 1e-9);
+    ratio.push_back(t_read / t_decode);
+    over_float.push_back(t_float / t_decode);
+  }
+  state.counters["cache_MiB"] = bytes / (1 << 20);
+  state.counters["decode_GBps"] = salt::bench::median_of(decode);
+  state.counters["read_GBps"] = salt::bench::median_of(read);
+  state.counters["of_read"] = salt::bench::median_of(ratio);
+  state.counters["over_float"] = salt::bench::median_of(over_float);
+  state.counters["threads"] = threads;
+  benchmark::DoNotOptimize(sink);
+}
+
 void decode_sizes(benchmark::internal::Benchmark* b) {
   // 32K keys: K + V = 256 MiB (inside a 300 MiB L3 of the Xeon the issue names); 128K: 1 GiB, past any L3.
   for (const int threads : {1, 0})
@@ -206,6 +246,14 @@ void decode_sizes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_decode)->Apply(decode_sizes);
 BENCHMARK(BM_decode_packing)->Apply(decode_sizes);
+BENCHMARK(BM_decode_storage<Eigen::bfloat16>)->Apply(decode_sizes);
+BENCHMARK(BM_decode_storage<Eigen::half>)->Apply(decode_sizes);
+BENCHMARK(BM_decode_int8)->Apply([](benchmark::internal::Benchmark* b) {
+  for (const int threads : {1, 0})
+    for (const salt::index lk : {32768, 131072})
+      for (const salt::index group : {0, 32}) b->Args({lk, threads, group});
+  b->UseManualTime()->Iterations(15)->Unit(benchmark::kMillisecond);
+});
 BENCHMARK(BM_decode_paged)->Apply([](benchmark::internal::Benchmark* b) {
   for (const int threads : {1, 0})
     for (const salt::index page : {16, 128}) b->Args({32768, threads, page});

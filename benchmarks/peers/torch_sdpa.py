@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Times PyTorch's CPU scaled_dot_product_attention (fp32) as a peer for salt's benchmarks.
+"""Times PyTorch's CPU scaled_dot_product_attention as a peer for salt's benchmarks, in fp32 or bf16.
 
     python3 torch_sdpa.py --threads 8                      # B=1, H in {1, 8}, L=4096, d=64, causal and not
     python3 torch_sdpa.py --threads 1 --L 1024 4096 --causal 1
+    python3 torch_sdpa.py --threads 1 --dtype bfloat16     # its bf16 kernel (AMX or AVX512-BF16 where there)
 
 Prints a '#' header (torch version, CPU capability, CPU model, column names), then one CSV line per
-configuration: peer,torch_sdpa,threads,B,H,L,d,causal,seconds_median,gflops
+configuration: peer,torch_sdpa[_bf16],threads,B,H,L,d,causal,seconds_median,gflops
 GFLOP/s counts the work the kernel must do: 4*B*H*L*L*d, halved for causal (as salt's benchmarks do).
 """
 import argparse
@@ -28,9 +29,9 @@ def cpu_model():
     return "unknown"
 
 
-def time_config(b, h, l, d, causal, warmup, repeats):
+def time_config(b, h, l, d, causal, dtype, warmup, repeats):
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(b, h, l, d, generator=g, dtype=torch.float32) for _ in range(3))  # (B, H, L, d)
+    q, k, v = (torch.randn(b, h, l, d, generator=g, dtype=torch.float32).to(dtype) for _ in range(3))  # (B, H, L, d)
     seconds = []
     with torch.inference_mode():
         for i in range(warmup + repeats):
@@ -51,15 +52,17 @@ def main():
     p.add_argument("--causal", type=int, nargs="+", choices=[0, 1], default=[0, 1])
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     a = p.parse_args()
+    name = "torch_sdpa" if a.dtype == "float32" else "torch_sdpa_bf16"
 
     torch.set_num_threads(a.threads)
     print(f"# torch {torch.__version__}, cpu capability {torch.backends.cpu.get_cpu_capability()}, "
           f"cpu {cpu_model()}; columns: peer,name,threads,B,H,L,d,causal,seconds_median,gflops")
     for b, h, l, d, causal in itertools.product(a.B, a.H, a.L, a.d, a.causal):
-        s = time_config(b, h, l, d, bool(causal), a.warmup, a.repeats)
+        s = time_config(b, h, l, d, bool(causal), getattr(torch, a.dtype), a.warmup, a.repeats)
         flops = 4.0 * b * h * l * l * d * (0.5 if causal else 1.0)
-        print(f"peer,torch_sdpa,{torch.get_num_threads()},{b},{h},{l},{d},{causal},{s:.6g},{flops / s * 1e-9:.2f}",
+        print(f"peer,{name},{torch.get_num_threads()},{b},{h},{l},{d},{causal},{s:.6g},{flops / s * 1e-9:.2f}",
               flush=True)
 
 
