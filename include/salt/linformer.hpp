@@ -24,6 +24,8 @@
 
 #include "config.hpp"
 #include "detail/checks.hpp"
+#include "detail/through_float.hpp"
+#include "precision.hpp"
 #include "detail/engine.hpp"
 #include "detail/gemm.hpp"
 #include "detail/one_head.hpp"
@@ -95,58 +97,66 @@ inline constexpr index linformer_row_chunk = 96;
 /// O(B Hkv k L (d + dv)) to project plus O(B Hq Lq k (d + dv)) to attend. Throws salt::error naming
 /// salt::linformer_attention for mismatched shapes, L > max_len, per-head projections for another number
 /// of K/V heads, or a mask's failed check.
-template <class T, class Mask = no_mask>
+template <storage_type T, class Mask = no_mask>
 void linformer_attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
-                         const tensor_view<T>& out,
-                         const lse_view<T>& lse, const linformer_projections<T>& proj, const Mask& mask = {},
+                         const tensor_view<T>& out, const lse_view<accumulator_t<T>>& lse,
+                         const linformer_projections<accumulator_t<T>>& proj, const Mask& mask = {},
                          const dot_product& score = {}, const run_options& opts = {}) {
   detail::check_linformer_mask<Mask>();
   constexpr const char* api = "salt::linformer_attention";
-  detail::check_qkv(q, k, v, out, opts, api, "Linformer attention");
-  detail::check_policies(detail::dims_of(q, k, v), api, mask, score);
-  detail::check_valid_keys(mask, k.batch, q.tokens, k.tokens, api);
-  detail::require(k.tokens <= proj.max_len(), api, ": the sequence has ", k.tokens,
-                  " keys but the projections take at most ", proj.max_len(), " (max_len)");
-  detail::require(proj.sharing() != linformer_sharing::per_head || proj.heads() == k.heads, api,
-                  ": the projections hold one (E, F) pair per head for ", proj.heads(), " heads but k and v have ",
-                  k.heads);
+  if constexpr (is_half_width<T>) {  // bf16, fp16: float copies (detail/through_float.hpp)
+    detail::through_float(
+        api, "Linformer attention",
+        [&](const auto& qf, const auto& kf, const auto& vf, const auto& of) {
+          linformer_attention<float, Mask>(qf, kf, vf, of, lse, proj, mask, score, opts);
+        },
+        out, q, k, v);
+  } else {
+    detail::check_qkv(q, k, v, out, opts, api, "Linformer attention");
+    detail::check_policies(detail::dims_of(q, k, v), api, mask, score);
+    detail::check_valid_keys(mask, k.batch, q.tokens, k.tokens, api);
+    detail::require(k.tokens <= proj.max_len(), api, ": the sequence has ", k.tokens,
+                    " keys but the projections take at most ", proj.max_len(), " (max_len)");
+    detail::require(proj.sharing() != linformer_sharing::per_head || proj.heads() == k.heads, api,
+                    ": the projections hold one (E, F) pair per head for ", proj.heads(), " heads but k and v have ",
+                    k.heads);
 
-  // Projected keys and values of every (batch item, K/V head): (batch, kv heads, k, d) and (.., k, dv).
-  const index B = k.batch, H = k.heads, kp = proj.k(), d = k.features, dv = v.features;
-  detail::aligned_buffer<T> kbuf(B * H * kp * d), vbuf(B * H * kp * dv);
-  const index chunks = (kp + detail::linformer_row_chunk - 1) / detail::linformer_row_chunk;
-  const index items = B * H * 2 * chunks;  // (batch, head, keys or values, row chunk)
-  auto project = [&](index it, detail::no_workspace&) {
-    const index chunk = it % chunks, rest = it / chunks;
-    const bool values = rest % 2 != 0;
-    const index bh = rest / 2, b = bh / H, h = bh % H;
-    const index len = detail::valid_keys_of(mask, problem_shape{q.tokens, k.tokens, b, 0});
-    const index r0 = chunk * detail::linformer_row_chunk, rows = std::min(detail::linformer_row_chunk, kp - r0);
-    const auto m = values ? proj.f(h) : proj.e(h);  // (k, max_len)
-    const head_view<const T> src = values ? v.head(b, h) : k.head(b, h);
-    const index w = values ? dv : d;
-    T* dst = (values ? vbuf.data() : kbuf.data()) + (bh * kp + r0) * w;
-    detail::linformer_project(m.data() + r0 * proj.max_len(), proj.max_len(), rows, src.data, src.row_stride, len, w,
-                              dst, w);
-  };
-  detail::parallel_for(items, detail::thread_count(opts.threads, items), [] { return detail::no_workspace{}; },
-                       project);
+    // Projected keys and values of every (batch item, K/V head): (batch, kv heads, k, d) and (.., k, dv).
+    const index B = k.batch, H = k.heads, kp = proj.k(), d = k.features, dv = v.features;
+    detail::aligned_buffer<T> kbuf(B * H * kp * d), vbuf(B * H * kp * dv);
+    const index chunks = (kp + detail::linformer_row_chunk - 1) / detail::linformer_row_chunk;
+    const index items = B * H * 2 * chunks;  // (batch, head, keys or values, row chunk)
+    auto project = [&](index it, detail::no_workspace&) {
+      const index chunk = it % chunks, rest = it / chunks;
+      const bool values = rest % 2 != 0;
+      const index bh = rest / 2, b = bh / H, h = bh % H;
+      const index len = detail::valid_keys_of(mask, problem_shape{q.tokens, k.tokens, b, 0});
+      const index r0 = chunk * detail::linformer_row_chunk, rows = std::min(detail::linformer_row_chunk, kp - r0);
+      const auto m = values ? proj.f(h) : proj.e(h);  // (k, max_len)
+      const head_view<const T> src = values ? v.head(b, h) : k.head(b, h);
+      const index w = values ? dv : d;
+      T* dst = (values ? vbuf.data() : kbuf.data()) + (bh * kp + r0) * w;
+      detail::linformer_project(m.data() + r0 * proj.max_len(), proj.max_len(), rows, src.data, src.row_stride, len, w,
+                                dst, w);
+    };
+    detail::parallel_for(items, detail::thread_count(opts.threads, items), [] { return detail::no_workspace{}; },
+                         project);
 
-  // Exact attention on the projected keys; the checks above cover it (q, out and the score are the caller's,
-  // the projected keys and values are this call's own buffers).
-  const tensor_view<const T> kv{kbuf.data(), B, H, kp, d, H * kp * d, kp * d, d};
-  const tensor_view<const T> vv{vbuf.data(), B, H, kp, dv, H * kp * dv, kp * dv, dv};
-  const no_mask every_key{};
-  detail::run_engine(detail::engine_problem<T, no_mask, dot_product>{q, kv, vv, out, lse, every_key, score, opts.threads});
+    // Exact attention on the projected keys; the checks above cover it (q, out and the score are the caller's,
+    // the projected keys and values are this call's own buffers).
+    const tensor_view<const T> kv{kbuf.data(), B, H, kp, d, H * kp * d, kp * d, d};
+    const tensor_view<const T> vv{vbuf.data(), B, H, kp, dv, H * kp * dv, kp * dv, dv};
+    const no_mask every_key{};
+    detail::run_engine(detail::engine_problem<T, no_mask, dot_product>{q, kv, vv, out, lse, every_key, score, opts.threads});
+  }
 }
 
 /// Multi-head Linformer attention without the log-sum-exp: as the overload above, with no lse.
-template <class T, class Mask = no_mask>
+template <storage_type T, class Mask = no_mask>
 void linformer_attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
-                         const tensor_view<T>& out,
-                         const linformer_projections<T>& proj, const Mask& mask = {}, const dot_product& score = {},
-                         const run_options& opts = {}) {
-  linformer_attention<T, Mask>(q, k, v, out, lse_view<T>{}, proj, mask, score, opts);
+                         const tensor_view<T>& out, const linformer_projections<accumulator_t<T>>& proj,
+                         const Mask& mask = {}, const dot_product& score = {}, const run_options& opts = {}) {
+  linformer_attention<T, Mask>(q, k, v, out, lse_view<accumulator_t<T>>{}, proj, mask, score, opts);
 }
 
 /// One head: q (Lq, d), k (L, d), v (L, dv) -> a new (Lq, dv) matrix. Row-major inputs are read in
@@ -155,7 +165,7 @@ void linformer_attention(const input_view<T>& q, const input_view<T>& k, const i
 template <class DQ, class DK, class DV, class Mask = no_mask>
 row_matrix<typename DQ::Scalar> linformer_attention(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k,
                                                     const Eigen::MatrixBase<DV>& v,
-                                                    const linformer_projections<typename DQ::Scalar>& proj,
+                                                    const linformer_projections<accumulator_t<typename DQ::Scalar>>& proj,
                                                     const Mask& mask = {}, const dot_product& score = {},
                                                     const run_options& opts = {}) {
   using T = typename DQ::Scalar;
@@ -164,7 +174,7 @@ row_matrix<typename DQ::Scalar> linformer_attention(const Eigen::MatrixBase<DQ>&
   detail::check_linformer_mask<Mask>();
   return detail::one_head<T>(
       [&](const auto& qv, const auto& kv, const auto& vv, const auto& outv) {
-        linformer_attention<T, Mask>(qv, kv, vv, outv, lse_view<T>{}, proj, mask, score, opts);
+        linformer_attention<T, Mask>(qv, kv, vv, outv, lse_view<accumulator_t<T>>{}, proj, mask, score, opts);
       },
       q, k, v);
 }

@@ -41,7 +41,7 @@ struct quantized_head : head_view<I> {
 template <class I>
 struct quantized_view : tensor_view<I> {
   static_assert(std::is_same_v<std::remove_const_t<I>, std::int8_t>, "salt::quantized_view holds int8 values.");
-  using scale_type = std::conditional_t<std::is_const_v<I>, const float, float>;
+  using scale_type = std::conditional_t<std::is_const_v<I>, const float, float>;  ///< float, const for reading
   tensor_view<scale_type> scales;  ///< (batch, heads, tokens, features / group)
   index group = 0;                 ///< features per scale: a divisor of features
 

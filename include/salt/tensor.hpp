@@ -59,14 +59,13 @@ struct head_view {
 template <class T>
 struct tensor_view {
   T* data = nullptr;  ///< element (0, 0, 0, 0)
-  /// The extents (batch, heads, tokens, features): B, H, L, D.
-  /// @{
-  index batch = 0, heads = 0, tokens = 0, features = 0;
-  /// @}
-  /// The strides, in elements, from one batch item, head and token to the next.
-  /// @{
-  index batch_stride = 0, head_stride = 0, token_stride = 0;
-  /// @}
+  index batch = 0;         ///< B: batch items
+  index heads = 0;         ///< H: heads
+  index tokens = 0;        ///< L: tokens
+  index features = 0;      ///< D: features per token, contiguous
+  index batch_stride = 0;  ///< elements from one batch item to the next
+  index head_stride = 0;   ///< elements from one head to the next
+  index token_stride = 0;  ///< elements from one token to the next
 
   /// (batch, heads, tokens, features) stored contiguously in that order, as PyTorch's SDPA takes it.
   static tensor_view bhld(T* data, index batch, index heads, index tokens, index features) {

@@ -48,6 +48,8 @@
 
 #include "../config.hpp"
 #include "../detail/checks.hpp"
+#include "../detail/through_float.hpp"
+#include "../precision.hpp"
 #include "../detail/gemm.hpp"
 #include "../detail/one_head.hpp"
 #include "../detail/parallel.hpp"
@@ -149,27 +151,32 @@ void linear_attention_impl(const tensor_view<const T>& q, const tensor_view<cons
 /// each) of a non-causal call, and the block states of causal heads longer than one scan block. Throws
 /// salt::error naming salt::linear_attention for mismatched shapes, an out that overlaps an input, a map or
 /// mask that fails its check.
-template <class T, class Map, class Mask = no_mask>
-  requires feature_map<Map, T>
+template <storage_type T, class Map, class Mask = no_mask>
+  requires feature_map<Map, accumulator_t<T>>
 void linear_attention(const input_view<T>& q, const input_view<T>& k, const input_view<T>& v,
                       const tensor_view<T>& out, const Map& map,
                       const Mask& mask = {}, const run_options& opts = {}) {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
-                "salt::linear_attention computes in float or double.");
   detail::check_linear_mask<Mask>();
   constexpr const char* api = "salt::linear_attention";
-  detail::check_qkv(q, k, v, out, opts, api, "linear attention");
-  detail::check_policies(detail::dims_of(q, k, v), api, mask);
-  detail::check_valid_keys(mask, k.batch, q.tokens, k.tokens, api);
-  detail::check_feature_map(map, q.features, api);
-  detail::linear_attention_impl<T>(q, k, v, out, map, mask, opts, detail::linear_default_chunk);
+  if constexpr (is_half_width<T>) {  // bf16, fp16: float copies (detail/through_float.hpp)
+    detail::through_float(
+        api, "linear attention",
+        [&](const auto& qf, const auto& kf, const auto& vf, const auto& of) { linear_attention<float>(qf, kf, vf, of, map, mask, opts); },
+        out, q, k, v);
+  } else {
+    detail::check_qkv(q, k, v, out, opts, api, "linear attention");
+    detail::check_policies(detail::dims_of(q, k, v), api, mask);
+    detail::check_valid_keys(mask, k.batch, q.tokens, k.tokens, api);
+    detail::check_feature_map(map, q.features, api);
+    detail::linear_attention_impl<T>(q, k, v, out, map, mask, opts, detail::linear_default_chunk);
+  }
 }
 
 /// One head: q (Lq, d), k (Lk, d), v (Lk, dv) -> a new (Lq, dv) matrix. Row-major inputs are read in place; a
 /// column-major one is copied once. `mask` as for the multi-head form (key_padding with one length). Cost and
 /// errors as the multi-head overload.
 template <class DQ, class DK, class DV, class Map, class Mask = no_mask>
-  requires feature_map<Map, typename DQ::Scalar>
+  requires feature_map<Map, accumulator_t<typename DQ::Scalar>>
 row_matrix<typename DQ::Scalar> linear_attention(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k,
                                                  const Eigen::MatrixBase<DV>& v, const Map& map, const Mask& mask = {},
                                                  const run_options& opts = {}) {

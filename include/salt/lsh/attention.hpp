@@ -17,6 +17,8 @@
 
 #include "../config.hpp"
 #include "../detail/checks.hpp"
+#include "../detail/through_float.hpp"
+#include "../precision.hpp"
 #include "../detail/engine.hpp"
 #include "../detail/one_head.hpp"
 #include "../detail/parallel.hpp"
@@ -119,35 +121,42 @@ void lsh_merge(const tensor_view<T>& out, const lse_view<T>& lse, const lsh_shap
 /// extra memory are in lsh.hpp (O(n_hashes L (1 + before + after) chunk_length d) per head). Throws
 /// salt::error naming salt::lsh_attention for bad options, mismatched shapes or rotations, an out that
 /// overlaps an input, or a padding's failed check.
-template <class T, class Padding = no_mask>
+template <storage_type T, class Padding = no_mask>
 void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor_view<T>& out,
-                   const lse_view<T>& lse, const lsh_rotations<T>& rot, const lsh_options& opt,
-                   const Padding& padding = {}, const run_options& run = {}) {
+                   const lse_view<accumulator_t<T>>& lse, const lsh_rotations<accumulator_t<T>>& rot,
+                   const lsh_options& opt, const Padding& padding = {}, const run_options& run = {}) {
   static_assert(std::is_same_v<Padding, no_mask> || std::is_same_v<Padding, key_padding> ||
                     std::is_same_v<Padding, key_mask>,
                 "salt::lsh_attention takes no_mask, key_padding or key_mask as its padding: its other masks are "
                 "lsh_options' (causal, bucket_pure).");
   constexpr const char* api = "salt::lsh_attention";
-  detail::check_lsh_call(qk, v, out, rot, opt, padding, run, api);
-  if (qk.batch == 0 || qk.heads == 0 || qk.tokens == 0) return;
-  const detail::lsh_shape s = detail::lsh_shape::of(qk, v.features, opt);
-  detail::require(s.rows < (index{1} << 31), api, ": n_hashes * padded length = ", s.rows, " rows exceed 2^31");
-  detail::lsh_workspace<T>& ws = detail::lsh_workspace<T>::for_this_thread();
-  ws.reserve(s.all_heads() * s.rows, s.d, s.dv);
-  const detail::lsh_keys<Padding> keys{padding, s.L};
-  detail::lsh_hash(qk, rot, opt, s, keys, ws, run.threads);
-  detail::lsh_sort(s, keys, opt, ws, run.threads);
-  detail::lsh_gather(qk, v, s, ws, run.threads);
-  detail::lsh_attend(s, opt, keys.any_missing(s), ws, run.threads);
-  detail::lsh_merge(out, lse, s, ws, run.threads);
+  if constexpr (is_half_width<T>) {  // bf16, fp16: float copies (detail/through_float.hpp)
+    detail::through_float(
+        api, "LSH attention",
+        [&](const auto& qkf, const auto& vf, const auto& of) { lsh_attention<float, Padding>(qkf, vf, of, lse, rot, opt, padding, run); },
+        out, qk, v);
+  } else {
+    detail::check_lsh_call(qk, v, out, rot, opt, padding, run, api);
+    if (qk.batch == 0 || qk.heads == 0 || qk.tokens == 0) return;
+    const detail::lsh_shape s = detail::lsh_shape::of(qk, v.features, opt);
+    detail::require(s.rows < (index{1} << 31), api, ": n_hashes * padded length = ", s.rows, " rows exceed 2^31");
+    detail::lsh_workspace<T>& ws = detail::lsh_workspace<T>::for_this_thread();
+    ws.reserve(s.all_heads() * s.rows, s.d, s.dv);
+    const detail::lsh_keys<Padding> keys{padding, s.L};
+    detail::lsh_hash(qk, rot, opt, s, keys, ws, run.threads);
+    detail::lsh_sort(s, keys, opt, ws, run.threads);
+    detail::lsh_gather(qk, v, s, ws, run.threads);
+    detail::lsh_attend(s, opt, keys.any_missing(s), ws, run.threads);
+    detail::lsh_merge(out, lse, s, ws, run.threads);
+  }
 }
 
 /// Multi-head LSH attention without the log-sum-exp: as the overload above, with no lse.
-template <class T, class Padding = no_mask>
+template <storage_type T, class Padding = no_mask>
 void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor_view<T>& out,
-                   const lsh_rotations<T>& rot, const lsh_options& opt, const Padding& padding = {},
+                   const lsh_rotations<accumulator_t<T>>& rot, const lsh_options& opt, const Padding& padding = {},
                    const run_options& run = {}) {
-  lsh_attention<T, Padding>(qk, v, out, lse_view<T>{}, rot, opt, padding, run);
+  lsh_attention<T, Padding>(qk, v, out, lse_view<accumulator_t<T>>{}, rot, opt, padding, run);
 }
 
 /// One head: qk (L, d) shared queries/keys, v (L, dv) -> a new (L, dv) matrix, with head 0 of the rotations.
@@ -155,7 +164,7 @@ void lsh_attention(const input_view<T>& qk, const input_view<T>& v, const tensor
 /// column-major one is copied once.
 template <class DQK, class DV, class Padding = no_mask>
 row_matrix<typename DQK::Scalar> lsh_attention(const Eigen::MatrixBase<DQK>& qk, const Eigen::MatrixBase<DV>& v,
-                                               const lsh_rotations<typename DQK::Scalar>& rot,
+                                               const lsh_rotations<accumulator_t<typename DQK::Scalar>>& rot,
                                                const lsh_options& opt, const Padding& padding = {},
                                                const run_options& run = {}) {
   using T = typename DQK::Scalar;
@@ -163,7 +172,7 @@ row_matrix<typename DQK::Scalar> lsh_attention(const Eigen::MatrixBase<DQK>& qk,
                 "salt::lsh_attention: qk and v must have the same scalar type.");
   return detail::one_head<T>(
       [&](const auto& qk_view, const auto& v_view, const auto& out_view) {
-        lsh_attention<T, Padding>(qk_view, v_view, out_view, lse_view<T>{}, rot, opt, padding, run);
+        lsh_attention<T, Padding>(qk_view, v_view, out_view, lse_view<accumulator_t<T>>{}, rot, opt, padding, run);
       },
       qk, v);
 }
