@@ -87,8 +87,8 @@ void attention(const input_view<T>& q, const std::type_identity_t<paged_view<con
 
 /// Multi-head attention over an int8 K and V with scales (quantized.hpp): q (B, Hq, Lq, d) and out (B, Hq, Lq, dv)
 /// in T (float, bf16 or fp16), k (B, Hkv, Lk, d) and v (B, Hkv, Lk, dv) quantized, each with its own group. Each
-/// key block is dequantized once into the workspace; the result is the float kernel's on the dequantized values.
-/// Time and memory as the strided overload. Throws salt::error naming salt::attention for mismatched shapes,
+/// key block is dequantized in registers (decode tiles) or once into the workspace (prefill tiles); the result is
+/// the float kernel's on the dequantized values. Time and memory as the strided overload. Throws salt::error naming salt::attention for mismatched shapes,
 /// scales that do not match their values, an out overlapping an input, or a policy's failed check; nothing is
 /// written then.
 template <storage_type T, mask_policy Mask = no_mask, score_policy_for<accumulator_t<T>> Score = dot_product>

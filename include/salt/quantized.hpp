@@ -3,7 +3,8 @@
 /// K and V stored as int8 with float scales, as llama.cpp's q8_0 cache and ONNX Runtime's and oneDNN's quantized
 /// caches hold them: element (b, h, t, c) is values(b, h, t, c) * scales(b, h, t, c / group), with one scale per
 /// token and head (group = d) or per group of features (32, as q8_0). salt::attention reads such a cache in place,
-/// dequantizing one key block at a time into its workspace (never the whole cache); `quantize` writes one.
+/// dequantizing in registers (decode tiles) or one key block at a time into its workspace (prefill tiles), never the
+/// whole cache; `quantize` writes one.
 ///
 ///     std::vector<std::int8_t> k8(B * H * L * d);
 ///     std::vector<float> k_scales(B * H * L);                           // one scale per token and head

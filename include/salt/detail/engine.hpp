@@ -136,15 +136,25 @@ struct block_rows {
   }
 };
 
+/// The scales of rows r, r + 1, ... of x as the micro-kernels take them: those of a quantized head, none otherwise.
+template <class Head>
+row_scales scales_of(const Head& x, index r) noexcept {
+  if constexpr (requires { x.scales; }) return {x.scales.row(r), x.scales.row_stride, x.group, 0};
+  else return (void)x, (void)r, row_scales{};
+}
+
 /// The block [k0, k0 + nk) of x as block_rows: in place when it stores T, or when `in_place` and the
-/// micro-kernels can widen its type in registers; else widened into `scratch` (rows `stride` apart).
+/// micro-kernels can widen (or dequantize) its type in registers, a packet never straddling two scales; else
+/// widened into `scratch` (rows `stride` apart).
 template <class T, class Head>
 block_rows<T, Head> read_block(const Head& x, index k0, index nk, T* scratch, index stride, bool in_place) noexcept {
   if constexpr (std::is_same_v<T, stored_t<Head>>) {
     (void)scratch, (void)stride, (void)in_place;
     return {x, k0, nk};
   } else {
-    if (block_rows<T, Head>::readable && in_place) return {x, k0, nk};
+    bool whole_packets = true;
+    if constexpr (requires { x.scales; }) whole_packets = x.group % lanes<T> == 0;
+    if (block_rows<T, Head>::readable && in_place && whole_packets) return {x, k0, nk};
     for (index j = 0; j < nk; ++j) {
       if constexpr (requires { x.scales; }) dequantize_row(x.row(k0 + j), x.scales.row(k0 + j), x.group, x.cols, scratch + j * stride);
       else widen_row(x.row(k0 + j), x.cols, scratch + j * stride);
@@ -379,7 +389,8 @@ void run_query_tile(const engine_problem<Stored, Mask, Score, KV>& pb, const row
               ahead = {streams ? V.row(k0 + j) : nullptr, streams && next_follows ? K.row(next * BK) : nullptr,
                        K.row_stride, std::max(d, dv)};
             }
-            dot_few_rows<T>(nq, ws.qr.data(), d, k, stride, n, d, st + j * S, ahead);
+            dot_few_rows<T>(nq, ws.qr.data(), d, k, stride, n, d, st + j * S, ahead,
+                            std::is_same_v<Tk, T> ? row_scales{} : scales_of(K, k0 + j));
           } else if constexpr (std::is_same_v<Tk, T>) {  // always so: prefill tiles read T rows
             dot_tile<T>(ws.qt.data(), k, stride, n, d, qp, st + j * S);
           }
@@ -408,7 +419,14 @@ void run_query_tile(const engine_problem<Stored, Mask, Score, KV>& pb, const row
             mask_logits<T>(st + j * S, allowed, qp);
           }
           // p = 0 times a non-finite value would still be NaN: such blocks take the per-pair path below.
-          vb.for_each_run([&](const auto* v, index stride, index, index n) { careful_pv |= !all_finite(v, n, dv, stride); });
+          // int8 read in place is checked dequantized: its scales, not its values, may be non-finite.
+          const auto checked = vb.has_rows() || !std::is_same_v<stored_t<decltype(V)>, std::int8_t>
+                                   ? vb
+                                   : read_block(V, k0, nk, ws.v_wide.data(), ws.o_stride, false);
+          checked.for_each_run([&](const auto* v, index stride, index, index n) {
+            if constexpr (std::is_same_v<std::remove_cv_t<std::remove_pointer_t<decltype(v)>>, std::int8_t>) (void)v, (void)stride, (void)n;
+            else careful_pv |= !all_finite(v, n, dv, stride);
+          });
         }
       }
       softmax_tile<T>(st, nk, qp, ws.m.data(), ws.l.data(), ws.alpha.data());
@@ -416,8 +434,9 @@ void run_query_tile(const engine_problem<Stored, Mask, Score, KV>& pb, const row
         // A block over two pages is two products; the second continues the first's sums (alpha 1: exact), so
         // a paged cache gives the bits of a contiguous one.
         vb.for_each_run([&](const auto* v, index stride, index j, index n) {
+          using Tv = std::remove_cv_t<std::remove_pointer_t<decltype(v)>>;
           pv_tile<T>(ws.o.data(), ws.o_stride, j == 0 ? ws.alpha.data() : ws.ones.data(), st + j * S, v, stride, n, dv,
-                     rows);
+                     rows, std::is_same_v<Tv, T> ? row_scales{} : scales_of(V, k0 + j));
         });
       } else {
         add_non_finite_block(pb.mask, ws, st, vb.has_rows() ? vb : read_block(V, k0, nk, ws.v_wide.data(), ws.o_stride, false),

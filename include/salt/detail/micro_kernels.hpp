@@ -79,11 +79,11 @@ struct stream_ahead {
 /// scaled, rows past the tile zero), and for each packet of features the NQ query packets meet N / NQ keys'
 /// packets in N accumulators, summed across lanes at once (sum_lanes_transposed). st[j][i] as dot_tile's, for
 /// i < NQ; the other entries of a key row are left as they are. Features past the last whole packet are added
-/// one at a time. K may be stored narrower than T (bf16, fp16: widens_in_registers), each packet widened as it is
-/// loaded, to the same values and so the same logits as K widened first.
+/// one at a time. K may be stored narrower than T (bf16, fp16, or int8 with `scales`: widens_in_registers), each
+/// packet widened or dequantized as it is loaded, to the same values and so the same logits as K widened first.
 template <class T, int NQ, class Tk>
 void dot_few_rows(const T* q, index q_stride, const Tk* k, index k_stride, index nk, index d, T* st,
-                  const stream_ahead<Tk>& ahead) noexcept {
+                  const stream_ahead<Tk>& ahead, const row_scales& scales) noexcept {
   using P = packet<T>;
   constexpr int N = lanes<T>, KG = N / NQ;
   constexpr index S = tile_shape<T>::query_tile;
@@ -110,7 +110,7 @@ void dot_few_rows(const T* q, index q_stride, const Tk* k, index k_stride, index
       SALT_UNROLL
       for (int u = 0; u < KG; ++u) {
         if (u >= keys) break;
-        const P kv = pload_widened<T>(k + (j0 + u) * k_stride + c);
+        const P kv = pload_stored<T>(k + (j0 + u) * k_stride + c, scales, j0 + u, c);
         SALT_UNROLL
         for (int i = 0; i < NQ; ++i) acc.packet[u * NQ + i] = ei::pmadd(qv[i], kv, acc.packet[u * NQ + i]);
       }
@@ -120,7 +120,7 @@ void dot_few_rows(const T* q, index q_stride, const Tk* k, index k_stride, index
       const Tk* kr = k + (j0 + u) * k_stride;
       for (int i = 0; i < NQ; ++i) {
         T s = sums[u * NQ + i];
-        for (index c = dp; c < d; ++c) s += q[i * q_stride + c] * static_cast<T>(kr[c]);
+        for (index c = dp; c < d; ++c) s += q[i * q_stride + c] * stored_value<T>(kr + c, scales, j0 + u, c);
         st[(j0 + u) * S + i] = s;
       }
     }
@@ -140,19 +140,19 @@ constexpr int few_rows_stack(index nq) noexcept {
 /// dot_few_rows for a stack of nq rows (few_rows_stack(nq) > 0).
 template <class T, class Tk>
 void dot_few_rows(index nq, const T* q, index q_stride, const Tk* k, index k_stride, index nk, index d, T* st,
-                  const stream_ahead<Tk>& ahead) noexcept {
+                  const stream_ahead<Tk>& ahead, const row_scales& scales = {}) noexcept {
   constexpr int N = lanes<T>;
   // Only the stacks of at least two keys per packet exist for this packet size (SSE2's doubles: one row).
   const int stack = few_rows_stack<T>(nq);
-  if (stack == 1) return dot_few_rows<T, 1, Tk>(q, q_stride, k, k_stride, nk, d, st, ahead);
+  if (stack == 1) return dot_few_rows<T, 1, Tk>(q, q_stride, k, k_stride, nk, d, st, ahead, scales);
   if constexpr (N >= 4) {
-    if (stack == 2) return dot_few_rows<T, 2, Tk>(q, q_stride, k, k_stride, nk, d, st, ahead);
+    if (stack == 2) return dot_few_rows<T, 2, Tk>(q, q_stride, k, k_stride, nk, d, st, ahead, scales);
   }
   if constexpr (N >= 8) {
-    if (stack == 4) return dot_few_rows<T, 4, Tk>(q, q_stride, k, k_stride, nk, d, st, ahead);
+    if (stack == 4) return dot_few_rows<T, 4, Tk>(q, q_stride, k, k_stride, nk, d, st, ahead, scales);
   }
   if constexpr (N >= 16) {
-    if (stack == 8) return dot_few_rows<T, 8, Tk>(q, q_stride, k, k_stride, nk, d, st, ahead);
+    if (stack == 8) return dot_few_rows<T, 8, Tk>(q, q_stride, k, k_stride, nk, d, st, ahead, scales);
   }
 }
 
@@ -198,7 +198,7 @@ void softmax_tile(T* st, index nk, int qp, T* m, T* l, T* alpha) noexcept {
 /// as T or narrower (widened as it is loaded, as in dot_few_rows).
 template <class T, int R, int CPn, class Tv>
 EIGEN_STRONG_INLINE void pv_step(T* o, index o_stride, const T* alpha, const T* st, const Tv* v, index v_stride,
-                                 index nk) noexcept {
+                                 index nk, const row_scales& scales) noexcept {
   using P = packet<T>;
   constexpr int N = lanes<T>;
   constexpr index S = tile_shape<T>::query_tile;
@@ -213,7 +213,7 @@ EIGEN_STRONG_INLINE void pv_step(T* o, index o_stride, const T* alpha, const T* 
     P vv[CPn];
     SALT_UNROLL
     for (int c = 0; c < CPn; ++c) {
-      vv[c] = pload_widened<T>(v + j * v_stride + c * N);
+      vv[c] = pload_stored<T>(v + j * v_stride + c * N, scales, j, c * N);
       keep_in_register(vv[c]);
     }
     SALT_UNROLL
@@ -231,9 +231,10 @@ EIGEN_STRONG_INLINE void pv_step(T* o, index o_stride, const T* alpha, const T* 
 
 template <class T, int CPn, class Tv>
 void pv_columns(T* o, index o_stride, const T* alpha, const T* st, const Tv* v, index v_stride, index nk,
-                index rows) noexcept {
+                index rows, const row_scales& scales) noexcept {
   constexpr int R = tile_shape<T>::R;
-  for (index i = 0; i < rows; i += R) pv_step<T, R, CPn, Tv>(o + i * o_stride, o_stride, alpha + i, st + i, v, v_stride, nk);
+  for (index i = 0; i < rows; i += R)
+    pv_step<T, R, CPn, Tv>(o + i * o_stride, o_stride, alpha + i, st + i, v, v_stride, nk, scales);
 }
 
 /// o = alpha * o + P^T V over `rows` query rows (a multiple of R) and dv value features; o rows are
@@ -241,17 +242,17 @@ void pv_columns(T* o, index o_stride, const T* alpha, const T* st, const Tv* v, 
 /// widens_in_registers.
 template <class T, class Tv>
 void pv_tile(T* o, index o_stride, const T* alpha, const T* st, const Tv* v, index v_stride, index nk, index dv,
-             index rows) noexcept {
+             index rows, const row_scales& scales = {}) noexcept {
   constexpr int N = lanes<T>;
   constexpr int CP = tile_shape<T>::CP;
   constexpr index S = tile_shape<T>::query_tile;
   index c = 0;
-  for (; c + CP * N <= dv; c += CP * N) pv_columns<T, CP, Tv>(o + c, o_stride, alpha, st, v + c, v_stride, nk, rows);
-  for (; c + N <= dv; c += N) pv_columns<T, 1, Tv>(o + c, o_stride, alpha, st, v + c, v_stride, nk, rows);
+  for (; c + CP * N <= dv; c += CP * N) pv_columns<T, CP, Tv>(o + c, o_stride, alpha, st, v + c, v_stride, nk, rows, scales.from(c));
+  for (; c + N <= dv; c += N) pv_columns<T, 1, Tv>(o + c, o_stride, alpha, st, v + c, v_stride, nk, rows, scales.from(c));
   for (; c < dv; ++c) {  // features past the last whole packet
     for (index i = 0; i < rows; ++i) {
       T acc = alpha[i] * o[i * o_stride + c];
-      for (index j = 0; j < nk; ++j) acc += st[j * S + i] * static_cast<T>(v[j * v_stride + c]);
+      for (index j = 0; j < nk; ++j) acc += st[j * S + i] * stored_value<T>(v + j * v_stride + c, scales, j, c);
       o[i * o_stride + c] = acc;
     }
   }

@@ -224,7 +224,8 @@ inline void dequantize_row(const std::int8_t* src, const float* scales, index gr
 template <class T, class S>
 inline constexpr bool widens_in_registers =
     std::is_same_v<T, S> ||
-    (std::is_same_v<T, float> && ((std::is_same_v<S, Eigen::bfloat16> && has_integer_widening) ||
+    (std::is_same_v<T, float> && (((std::is_same_v<S, Eigen::bfloat16> || std::is_same_v<S, std::int8_t>) &&
+                                   has_integer_widening) ||
                                   (std::is_same_v<S, Eigen::half> && has_half_widening)));
 
 /// A packet of T from lanes<T> values stored as S: a plain load when S is T, else bf16 or fp16 widened in
@@ -247,6 +248,45 @@ EIGEN_STRONG_INLINE packet<T> pload_widened(const S* src) noexcept {
 #endif
 #endif
   }
+}
+
+/// A packet of float from lanes<float> int8 values times one scale, dequantized in registers to the very values
+/// dequantize_row gives (float(value) * scale, one rounding).
+EIGEN_STRONG_INLINE packet<float> pload_dequantized(const std::int8_t* src, float scale) noexcept {
+#if defined(__AVX512F__)
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw)), _mm512_set1_ps(scale));
+#elif defined(__AVX2__)
+  const __m128i raw = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src));
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw)), _mm256_set1_ps(scale));
+#else
+  alignas(workspace_alignment) float values[lanes<float>];
+  for (int u = 0; u < lanes<float>; ++u) values[u] = static_cast<float>(src[u]) * scale;
+  return ei::pload<packet<float>>(values);
+#endif
+}
+
+/// The scales of int8 rows read in place (quantized.hpp): feature c of row j is float(value) * at(j, c), with
+/// data[j * stride + (first + c) / group]. Empty (data null) for every other storage type, which has no scale.
+struct row_scales {
+  const float* data = nullptr;
+  index stride = 0, group = 1, first = 0;
+  /// The same rows from feature `feature` on.
+  row_scales from(index feature) const noexcept { return {data, stride, group, first + feature}; }
+  float at(index j, index c) const noexcept { return data[j * stride + (first + c) / group]; }
+};
+
+/// A packet of T from feature c of row j of rows stored as S: pload_widened, or dequantized with its scale.
+template <class T, class S>
+EIGEN_STRONG_INLINE packet<T> pload_stored(const S* src, const row_scales& scales, index j, index c) noexcept {
+  if constexpr (std::is_same_v<S, std::int8_t>) return pload_dequantized(src, scales.at(j, c));
+  else return pload_widened<T>(src);
+}
+/// One value of T from feature c of row j, as pload_stored reads it.
+template <class T, class S>
+EIGEN_STRONG_INLINE T stored_value(const S* src, const row_scales& scales, index j, index c) noexcept {
+  if constexpr (std::is_same_v<S, std::int8_t>) return static_cast<T>(*src) * scales.at(j, c);
+  else return static_cast<T>(*src);
 }
 
 /// dst[0, n) = src[0, n) rounded to the storage type S, to nearest even (NaN stays NaN, overflow gives +-inf).
