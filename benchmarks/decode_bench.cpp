@@ -12,9 +12,11 @@
 #include <salt/salt.hpp>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "common/bandwidth.hpp"
@@ -68,29 +70,45 @@ struct decode_problem {
   }
 };
 
+/// Times `attend`, a decode over `bytes` bytes of cache, against a streaming read of as many bytes and, when a
+/// `baseline` is given, against it (the same decode over a float cache): calls alternated (baseline, attend, read)
+/// on the same threads, medians into the counters. `of_read` is the read's time over the decode's, `over_float`
+/// the baseline's.
+template <class Attend, class Baseline = std::nullptr_t>
+void time_against_read(benchmark::State& state, int threads, double bytes, const Attend& attend,
+                       const Baseline& baseline = nullptr) {
+  constexpr bool compared = !std::is_same_v<Baseline, std::nullptr_t>;
+  const read_loop reader(bytes);
+  float sink = 0;
+  if constexpr (compared) baseline();
+  attend();  // warm-up: pages, the pool, the caches
+  sink += reader.run(threads);
+  std::vector<double> decode, read, ratio, over_float;
+  for (auto _ : state) {
+    double t_baseline = 0;
+    if constexpr (compared) t_baseline = seconds_of(baseline);
+    const double t_decode = seconds_of(attend);
+    const double t_read = seconds_of([&] { sink += reader.run(threads); });
+    state.SetIterationTime(t_decode);
+    decode.push_back(bytes / t_decode * 1e-9);
+    read.push_back(bytes / t_read * 1e-9);
+    ratio.push_back(t_read / t_decode);
+    over_float.push_back(t_baseline / t_decode);
+  }
+  state.counters["cache_MiB"] = bytes / (1 << 20);
+  state.counters["decode_GBps"] = salt::bench::median_of(decode);
+  state.counters["read_GBps"] = salt::bench::median_of(read);
+  state.counters["of_read"] = salt::bench::median_of(ratio);
+  if constexpr (compared) state.counters["over_float"] = salt::bench::median_of(over_float);
+  state.counters["threads"] = threads;
+  benchmark::DoNotOptimize(sink);
+}
+
 /// Decode GB/s against the read bandwidth, pairs alternated; range(0) = Lk, range(1) = threads (0: all).
 void BM_decode(benchmark::State& state) {
   const int threads = state.range(1) == 0 ? salt::bench::all_threads() : static_cast<int>(state.range(1));
   decode_problem<> p(1, 32, 8, 1, state.range(0), 128);
-  const read_loop reader(p.cache_bytes());
-  float sink = 0;
-  p.attend(threads);  // warm-up: pages, the pool, the caches
-  sink += reader.run(threads);
-  std::vector<double> decode, read, ratio;
-  for (auto _ : state) {
-    const double t_decode = seconds_of([&] { p.attend(threads); });
-    const double t_read = seconds_of([&] { sink += reader.run(threads); });
-    state.SetIterationTime(t_decode);
-    decode.push_back(p.cache_bytes() / t_decode * 1e-9);
-    read.push_back(p.cache_bytes() / t_read * 1e-9);
-    ratio.push_back(t_read / t_decode);
-  }
-  state.counters["cache_MiB"] = p.cache_bytes() / (1 << 20);
-  state.counters["decode_GBps"] = salt::bench::median_of(decode);
-  state.counters["read_GBps"] = salt::bench::median_of(read);
-  state.counters["of_read"] = salt::bench::median_of(ratio);
-  state.counters["threads"] = threads;
-  benchmark::DoNotOptimize(sink);
+  time_against_read(state, threads, p.cache_bytes(), [&] { p.attend(threads); });
 }
 
 /// Stacking a K/V group's heads into one tile against running each query head alone (same threads).
@@ -163,29 +181,7 @@ void BM_decode_storage(benchmark::State& state) {
   const int threads = state.range(1) == 0 ? salt::bench::all_threads() : static_cast<int>(state.range(1));
   decode_problem<float> f(1, 32, 8, 1, state.range(0), 128);
   decode_problem<S> p(1, 32, 8, 1, state.range(0), 128);
-  const read_loop reader(p.cache_bytes());
-  float sink = 0;
-  f.attend(threads);
-  p.attend(threads);
-  sink += reader.run(threads);
-  std::vector<double> decode, read, ratio, over_float;
-  for (auto _ : state) {
-    const double t_float = seconds_of([&] { f.attend(threads); });
-    const double t_decode = seconds_of([&] { p.attend(threads); });
-    const double t_read = seconds_of([&] { sink += reader.run(threads); });
-    state.SetIterationTime(t_decode);
-    decode.push_back(p.cache_bytes() / t_decode * 1e-9);
-    read.push_back(p.cache_bytes() / t_read * 1e-9);
-    ratio.push_back(t_read / t_decode);
-    over_float.push_back(t_float / t_decode);
-  }
-  state.counters["cache_MiB"] = p.cache_bytes() / (1 << 20);
-  state.counters["decode_GBps"] = salt::bench::median_of(decode);
-  state.counters["read_GBps"] = salt::bench::median_of(read);
-  state.counters["of_read"] = salt::bench::median_of(ratio);
-  state.counters["over_float"] = salt::bench::median_of(over_float);
-  state.counters["threads"] = threads;
-  benchmark::DoNotOptimize(sink);
+  time_against_read(state, threads, p.cache_bytes(), [&] { p.attend(threads); }, [&] { f.attend(threads); });
 }
 
 /// An int8 cache (quantized.hpp; range(2) features per scale, 0: one scale per token and head) against the same
@@ -210,29 +206,7 @@ void BM_decode_int8(benchmark::State& state) {
                     salt::tensor_view<float>::bhld(out.data(), 1, f.q_heads, 1, f.d), salt::causal{}, salt::dot_product{},
                     salt::run_options{.threads = threads});
   };
-  const read_loop reader(bytes);
-  float sink = 0;
-  f.attend(threads);
-  attend();
-  sink += reader.run(threads);
-  std::vector<double> decode, read, ratio, over_float;
-  for (auto _ : state) {
-    const double t_float = seconds_of([&] { f.attend(threads); });
-    const double t_decode = seconds_of(attend);
-    const double t_read = seconds_of([&] { sink += reader.run(threads); });
-    state.SetIterationTime(t_decode);
-    decode.push_back(bytes / t_decode * 1e-9);
-    read.push_back(bytes / t_read * 1e-9);
-    ratio.push_back(t_read / t_decode);
-    over_float.push_back(t_float / t_decode);
-  }
-  state.counters["cache_MiB"] = bytes / (1 << 20);
-  state.counters["decode_GBps"] = salt::bench::median_of(decode);
-  state.counters["read_GBps"] = salt::bench::median_of(read);
-  state.counters["of_read"] = salt::bench::median_of(ratio);
-  state.counters["over_float"] = salt::bench::median_of(over_float);
-  state.counters["threads"] = threads;
-  benchmark::DoNotOptimize(sink);
+  time_against_read(state, threads, bytes, attend, [&] { f.attend(threads); });
 }
 
 void decode_sizes(benchmark::internal::Benchmark* b) {

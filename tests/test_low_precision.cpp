@@ -10,13 +10,13 @@
 #include <salt/kv_cache.hpp>
 
 #include <cstdint>
-#include <cstring>
 #include <string>
 #include <tuple>
 #include <type_traits>
 #include <vector>
 
 #include "catch.hpp"
+#include "low_precision_checks.hpp"
 #include "mask_cases.hpp"
 #include "reference.hpp"
 
@@ -32,10 +32,7 @@ std::string type_name() {
   return std::is_same_v<S, bf16> ? "bf16" : std::is_same_v<S, fp16> ? "fp16" : "float";
 }
 
-/// q (B, Hq, Lq, d), k and v (B, Hkv, Lk, d).
-struct shape {
-  idx batch, q_heads, kv_heads, lq, lk, d;
-};
+using shape = gqa_shape;
 
 /// Inputs drawn in double and rounded once to S, so the oracle sees exactly what the kernel sees.
 template <class S>
@@ -70,13 +67,6 @@ outputs<S> run(const shape& s, const inputs<S>& in, const Mask& mask, const Scor
   return r;
 }
 
-/// Whether two matrices hold the same bits.
-template <class S>
-bool same_bits(const salt::row_matrix<S>& a, const salt::row_matrix<S>& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(S) * static_cast<std::size_t>(a.size())) == 0;
-}
-
 /// What a check compared, so that a case that compares nothing fails.
 struct tally {
   idx heads = 0, bit_checks = 0;
@@ -89,37 +79,15 @@ void check_call(const shape& s, const Mask& mask, tally& ran, const Score& score
   random_source rng(static_cast<std::uint64_t>(s.lq * 7919 + s.lk * 31 + s.q_heads * 3 + s.d));
   const inputs<S> in(s, rng);
   const outputs<S> got = run<S>(s, in, mask, score);
+  const inputs<float> widened = in.widened();  // the same values in float
   if (bits) {
-    const outputs<float> wide = run<float>(s, in.widened(), mask, score);
+    const outputs<float> wide = run<float>(s, widened, mask, score);
     const salt::row_matrix<S> rounded = wide.out.template cast<S>();
     CHECK(same_bits<S>(got.out, rounded));
     CHECK(got.lse == wide.lse);
     ++ran.bit_checks;
   }
-  const auto rows = [](const auto& m, idx first, idx count) {
-    return salt::row_matrix<typename std::decay_t<decltype(m)>::Scalar>(m.middleRows(first * count, count));
-  };
-  for (idx b = 0; b < s.batch; ++b) {
-    for (idx h = 0; h < s.q_heads; ++h) {
-      CAPTURE(b, h);
-      const idx g = h / (s.q_heads / s.kv_heads);
-      const salt::row_matrix<S> qh = rows(in.q, b * s.q_heads + h, s.lq), kh = rows(in.k, b * s.kv_heads + g, s.lk),
-                                vh = rows(in.v, b * s.kv_heads + g, s.lk);
-      const salt::problem_shape where{s.lq, s.lk, b, h};
-      const auto naive = naive_attention<float>(qh, kh, vh, mask, score, where);
-      const auto ref = naive_attention<double>(qh, kh, vh, mask, score, where);
-      const salt::row_matrix<float> naive_stored = naive.out.template cast<S>().template cast<float>();
-      const salt::row_matrix<float> kernel = rows(got.out, b * s.q_heads + h, s.lq).template cast<float>();
-      const auto acc = judge<float>(kernel, naive_stored, ref.out, finite_scale(vh.template cast<float>()));
-      CAPTURE(acc.kernel_error, acc.naive_error, acc.floor);
-      CHECK(acc.ok());
-      const Eigen::Map<const salt::column<float>> lse_h(got.lse.data() + (b * s.q_heads + h) * s.lq, s.lq);
-      const auto lse_acc = judge<float>(lse_h, naive.lse, ref.lse, finite_scale(ref.lse));
-      CAPTURE(lse_acc.kernel_error, lse_acc.naive_error, lse_acc.floor);
-      CHECK(lse_acc.ok());
-      ++ran.heads;
-    }
-  }
+  ran.heads += check_each_head<S>(s, widened.q, widened.k, widened.v, got.out, got.lse, mask, score);
 }
 
 /// Masks whose float calls take the Sparse Transformer's two passes, whose bits the one-pass engine does not share.

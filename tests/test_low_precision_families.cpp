@@ -8,23 +8,17 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "catch.hpp"
 #include "checks.hpp"
+#include "low_precision_checks.hpp"
 #include "reference.hpp"
 
 namespace {
 
 using idx = salt::index;
 using namespace salt::test;
-
-template <class S>
-bool same_bits(const salt::row_matrix<S>& a, const salt::row_matrix<S>& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(S) * static_cast<std::size_t>(a.size())) == 0;
-}
 
 /// (B H L, d) rows of S and their widened float copy.
 template <class S>

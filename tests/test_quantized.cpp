@@ -8,13 +8,13 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
 
 #include "catch.hpp"
 #include "checks.hpp"
+#include "low_precision_checks.hpp"
 #include "reference.hpp"
 
 namespace {
@@ -51,15 +51,7 @@ quantized_tensor quantized(const salt::row_matrix<float>& x, idx b, idx h, idx t
   return q;
 }
 
-template <class S>
-bool same_bits(const salt::row_matrix<S>& a, const salt::row_matrix<S>& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(S) * static_cast<std::size_t>(a.size())) == 0;
-}
-
-struct shape {
-  idx batch, q_heads, kv_heads, lq, lk, d;
-};
+using shape = gqa_shape;
 
 /// A call with queries in S over a quantized K and V (groups gk, gv), against the float kernel on the dequantized
 /// values (bits) and the oracle (criterion) per batch item and head; returns the heads checked.
@@ -87,31 +79,7 @@ idx check_quantized_call(const shape& s, idx gk, idx gv, const Mask& mask, int t
                   salt::lse_view<float>::bht(wide_lse.data(), s.q_heads, s.lq), mask);
   CHECK(same_bits<S>(out, wide.cast<S>()));
   CHECK(lse == wide_lse);
-  idx heads = 0;
-  const auto rows = [](const auto& m, idx first, idx count) {
-    return salt::row_matrix<typename std::decay_t<decltype(m)>::Scalar>(m.middleRows(first * count, count));
-  };
-  for (idx b = 0; b < s.batch; ++b)
-    for (idx h = 0; h < s.q_heads; ++h) {
-      CAPTURE(b, h);
-      const idx g = h / (s.q_heads / s.kv_heads);
-      const salt::row_matrix<float> qh = rows(qf, b * s.q_heads + h, s.lq), kh = rows(kf, b * s.kv_heads + g, s.lk),
-                                    vh = rows(vf, b * s.kv_heads + g, s.lk);
-      const salt::problem_shape where{s.lq, s.lk, b, h};
-      const auto naive = naive_attention<float>(qh, kh, vh, mask, salt::dot_product{}, where);
-      const auto ref = naive_attention<double>(qh, kh, vh, mask, salt::dot_product{}, where);
-      const salt::row_matrix<float> naive_stored = naive.out.template cast<S>().template cast<float>();
-      const auto acc = judge<float>(rows(out, b * s.q_heads + h, s.lq).template cast<float>(), naive_stored, ref.out,
-                                    finite_scale(vh));
-      CAPTURE(acc.kernel_error, acc.naive_error, acc.floor);
-      CHECK(acc.ok());
-      const Eigen::Map<const salt::column<float>> lse_h(lse.data() + (b * s.q_heads + h) * s.lq, s.lq);
-      const auto lse_acc = judge<float>(lse_h, naive.lse, ref.lse, finite_scale(ref.lse));
-      CAPTURE(lse_acc.kernel_error, lse_acc.naive_error, lse_acc.floor);
-      CHECK(lse_acc.ok());
-      ++heads;
-    }
-  return heads;
+  return check_each_head<S>(s, qf, kf, vf, out, lse, mask);
 }
 
 }  // namespace

@@ -86,18 +86,10 @@ template <class T>
 void check_quantized_qkv(const tensor_view<const T>& q, const quantized_view<const std::int8_t>& k,
                          const quantized_view<const std::int8_t>& v, const tensor_view<T>& out, const run_options& opts,
                          const char* api) {
-  check_view(q, api, "q");
-  check_view(out, api, "out");
   check_quantized(k, api, "k");
   check_quantized(v, api, "v");
-  require(q.features == k.features, api, ": q has ", q.features, " features but k has ", k.features);
-  require(k.tokens == v.tokens, api, ": k has ", k.tokens, " tokens but v has ", v.tokens);
-  require(q.batch == k.batch && k.batch == v.batch, api, ": batch sizes differ: q ", q.batch, ", k ", k.batch, ", v ",
-          v.batch);
-  check_heads_and_out(q, k.heads, v.heads, v.features, out, api);
-  check_not_in_place(out, api, "attention", q, tensor_view<const std::int8_t>(k), k.scales,
-                     tensor_view<const std::int8_t>(v), v.scales);
-  check_run_options(opts, api);
+  check_qkv<T, std::int8_t>(q, k, v, out, opts, api, "attention");  // the values as any K and V
+  check_not_in_place(out, api, "attention", k.scales, v.scales);
 }
 
 }  // namespace detail

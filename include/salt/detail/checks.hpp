@@ -83,9 +83,10 @@ void check_heads_and_out(const tensor_view<const T>& q, index k_heads, index v_h
 }
 
 /// Every shape check of a (q, k, v) -> out call with grouped-query heads, in the order a user would fix
-/// them: q (B, Hq, Lq, d), k (B, Hkv, Lk, d), v (B, Hkv, Lk, dv), out (B, Hq, Lq, dv), Hkv dividing Hq.
-template <class T>
-void check_qkv(const tensor_view<const T>& q, const tensor_view<const T>& k, const tensor_view<const T>& v,
+/// them: q (B, Hq, Lq, d), k (B, Hkv, Lk, d), v (B, Hkv, Lk, dv), out (B, Hq, Lq, dv), Hkv dividing Hq. K and V may
+/// be stored in a type of their own (U: the int8 values of a quantized cache).
+template <class T, class U = T>
+void check_qkv(const tensor_view<const T>& q, const tensor_view<const U>& k, const tensor_view<const U>& v,
                const tensor_view<T>& out, const run_options& opts, const char* api, const char* family) {
   check_view(q, api, "q");
   check_view(k, api, "k");

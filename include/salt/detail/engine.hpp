@@ -44,8 +44,8 @@ struct engine_workspace {
   std::vector<block_run> plan_storage;
   index o_stride = 0, k_stride = 0, plan_capacity = 0, plan_lists = 0;
 
-  /// widen_k, widen_v: whether K, V are stored in a type other than T (then their blocks are widened here).
-  engine_workspace(index d, index dv, index lk, index lists, bool widen_k = false, bool widen_v = false)
+  /// widen: whether K and V are stored in a type other than T (then their blocks may be widened here).
+  engine_workspace(index d, index dv, index lk, index lists, bool widen = false)
       : qt(std::max<index>(d, 1) * shape::query_tile),
         qr(std::max<index>(d, 1) * shape::query_tile),
         st(shape::key_block * shape::query_tile),
@@ -55,8 +55,8 @@ struct engine_workspace {
         alpha(shape::query_tile),
         ones(shape::query_tile),
         v_finite(shape::key_block * round_up(std::max<index>(dv, 1))),
-        k_wide(widen_k ? shape::key_block * round_up(std::max<index>(d, 1)) : 0),
-        v_wide(widen_v ? shape::key_block * round_up(std::max<index>(dv, 1)) : 0),
+        k_wide(widen ? shape::key_block * round_up(std::max<index>(d, 1)) : 0),
+        v_wide(widen ? shape::key_block * round_up(std::max<index>(dv, 1)) : 0),
         out_row(round_up(std::max<index>(dv, 1))),
         plan_storage(static_cast<std::size_t>(tile_plan_lists(lists) * ((lk + shape::key_block - 1) / shape::key_block + 1))),
         o_stride(round_up(std::max<index>(dv, 1))),
@@ -294,7 +294,7 @@ template <class S, class Mask, class Score, class KV>
 auto make_workspace(const engine_problem<S, Mask, Score, KV>& pb) {
   using T = accumulator_t<S>;
   constexpr bool widens = !std::is_same_v<kv_element_t<KV>, T>;
-  return engine_workspace<T>(pb.q.features, pb.v.features, longest_keys(pb.k), plan_lists_v<Mask>, widens, widens);
+  return engine_workspace<T>(pb.q.features, pb.v.features, longest_keys(pb.k), plan_lists_v<Mask>, widens);
 }
 
 /// One tile (row_layout): plan, visit the planned key blocks in `range`, normalise, write to `dst`.
