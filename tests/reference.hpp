@@ -89,6 +89,107 @@ reference_result<U> naive_attention(const row_matrix<T>& q, const row_matrix<T>&
   return r;
 }
 
+template <class U>
+struct reference_gradients {
+  row_matrix<U> dq, dk, dv;  // (Lq, d), (Lk, d), (Lk, dv)
+  /// The largest sum of the magnitudes of the terms of an entry of each gradient (P (|dP| + |D|) |slope| |k| for
+  /// dq, and so on): the scale of the rounding errors any order of summation makes. Where the terms cancel (one
+  /// key: dS = P (dP - D) = 0 exactly, while dP and D are computed apart), a gradient is 0 but its error is not.
+  double dq_terms = 0, dk_terms = 0, dv_terms = 0;
+};
+
+/// Applies `score` to the key-major logits st (lk, lq) as the engine does, and returns d logit / d (scaled q.k) of
+/// every pair, by the textbook derivatives: 1 for additive terms, 1 - tanh^2(x / cap) of soft-capping's input x,
+/// and the product of the terms' slopes for a sum (the chain rule in the order they apply).
+template <class U, class Score>
+row_matrix<U> apply_with_reference_slope(const Score& score, row_matrix<U>& st, const problem_shape& where) {
+  if constexpr (requires { score.cap; score.inner; }) {
+    row_matrix<U> slope = apply_with_reference_slope<U>(score.inner, st, where);
+    const U cap = static_cast<U>(score.cap);
+    for (index j = 0; j < st.rows(); ++j)
+      for (index i = 0; i < st.cols(); ++i) {
+        const U t = std::tanh(st(j, i) / cap);
+        st(j, i) = cap * t;
+        slope(j, i) *= U(1) - t * t;
+      }
+    return slope;
+  } else if constexpr (requires { score.a; score.b; }) {
+    const row_matrix<U> sa = apply_with_reference_slope<U>(score.a, st, where);
+    const row_matrix<U> sb = apply_with_reference_slope<U>(score.b, st, where);
+    return sa.cwiseProduct(sb);
+  } else {
+    static_assert(Score::is_additive(), "the reference knows the derivatives of additive scores and softcap");
+    score.apply(logit_tile<U>{st.data(), st.cols(), 0, 0, st.cols(), st.rows()}, where);
+    return row_matrix<U>::Ones(st.rows(), st.cols());
+  }
+}
+
+/// The textbook backward of one head in precision U, materialising every (Lq, Lk) matrix: P the row softmax over
+/// the allowed keys (a sink joins the denominator), dP = dO V^T, dS = P o (dP - rowsum(P o dP)) o slope,
+/// dQ = scale dS K, dK = scale dS^T Q, dV = P^T dO. Rows that see nothing contribute nothing.
+template <class U, class T, class Mask = no_mask, class Score = dot_product>
+reference_gradients<U> naive_attention_backward(const row_matrix<T>& q, const row_matrix<T>& k, const row_matrix<T>& v,
+                                                const row_matrix<T>& dout, const Mask& mask = {},
+                                                const Score& score = {}, problem_shape where = {}) {
+  const index lq = q.rows(), lk = k.rows(), d = q.cols();
+  where.lq = lq;
+  where.lk = lk;
+  const row_matrix<U> qu = q.template cast<U>(), ku = k.template cast<U>(), vu = v.template cast<U>(),
+                      du = dout.template cast<U>();
+  const U scale = Score::uses_dot_product() ? static_cast<U>(score.dot_scale(d)) : U(0);
+  row_matrix<U> st = row_matrix<U>::Zero(lk, lq);
+  if constexpr (Score::uses_dot_product()) st = ku * (qu * scale).transpose();
+  const row_matrix<U> slope = apply_with_reference_slope<U>(score, st, where);
+  U sink = -std::numeric_limits<U>::infinity();
+  if constexpr (has_sinks<Score>) sink = static_cast<U>(score.sink_logit(where.head));
+  reference_gradients<U> g{row_matrix<U>::Zero(lq, d), row_matrix<U>::Zero(lk, d), row_matrix<U>::Zero(lk, v.cols())};
+  column<U> dk_terms = column<U>::Zero(lk), dv_terms = column<U>::Zero(lk);
+  const auto largest = [](const auto& row) { return row.size() ? static_cast<U>(row.cwiseAbs().maxCoeff()) : U(0); };
+  std::vector<U> p(static_cast<std::size_t>(lk)), dp(static_cast<std::size_t>(lk));
+  for (index i = 0; i < lq; ++i) {
+    U m = sink;
+    bool any = false, any_nan = false;
+    for (index j = 0; j < lk; ++j) {
+      if (!mask.allows(i, j, where)) continue;
+      any = true;
+      any_nan |= std::isnan(st(j, i));
+      m = std::max(m, st(j, i));
+    }
+    if (!any || (m == -std::numeric_limits<U>::infinity() && !any_nan)) continue;
+    if (any_nan) m = std::numeric_limits<U>::quiet_NaN();
+    U sum = std::exp(sink - m);
+    for (index j = 0; j < lk; ++j)
+      if (mask.allows(i, j, where)) sum += std::exp(st(j, i) - m);
+    U D = 0;
+    for (index j = 0; j < lk; ++j) {
+      if (!mask.allows(i, j, where)) continue;
+      const auto s = static_cast<std::size_t>(j);
+      p[s] = std::exp(st(j, i) - m) / sum;
+      dp[s] = du.row(i).dot(vu.row(j));
+      D += p[s] * dp[s];
+    }
+    U dq_terms = 0;
+    for (index j = 0; j < lk; ++j) {
+      if (!mask.allows(i, j, where)) continue;
+      const auto s = static_cast<std::size_t>(j);
+      const U ds = p[s] * (dp[s] - D) * slope(j, i);
+      g.dv.row(j) += p[s] * du.row(i);
+      g.dq.row(i) += (scale * ds) * ku.row(j);
+      g.dk.row(j) += (scale * ds) * qu.row(i);
+      const U ds_terms = std::abs(p[s] * slope(j, i) * scale) * (std::abs(dp[s]) + std::abs(D));
+      dq_terms += ds_terms * largest(ku.row(j));
+      dk_terms(j) += ds_terms * largest(qu.row(i));
+      dv_terms(j) += std::abs(p[s]) * largest(du.row(i));
+    }
+    if (std::isfinite(dq_terms)) g.dq_terms = std::max(g.dq_terms, static_cast<double>(dq_terms));
+  }
+  for (index j = 0; j < lk; ++j) {
+    if (std::isfinite(dk_terms(j))) g.dk_terms = std::max(g.dk_terms, static_cast<double>(dk_terms(j)));
+    if (std::isfinite(dv_terms(j))) g.dv_terms = std::max(g.dv_terms, static_cast<double>(dv_terms(j)));
+  }
+  return g;
+}
+
 /// A fingerprint of every matrix the tests compare (the first argument of max_abs_diff: the kernel's output),
 /// printed at exit when SALT_TEST_OUTPUT_HASH is set. Each matrix's FNV-1a hash of its shape and bits is
 /// summed modulo 2^64, so the fingerprint does not depend on the order tests or threads run in. Two trees

@@ -3,6 +3,7 @@
 /// The umbrella header: every public header of salt, nothing else.
 
 #include "attention.hpp"
+#include "attention_backward.hpp"
 #include "block_mask.hpp"
 #include "borrowed_span.hpp"
 #include "config.hpp"

@@ -120,6 +120,8 @@ struct synthesizer_random {
   static constexpr bool uses_dot_product() { return false; }
   /// score_policy_for: `apply` adds the synthesized logits.
   static constexpr bool is_identity() { return false; }
+  /// differentiable_score_for: the logits' derivative by the scaled dot product is 1.
+  static constexpr bool is_additive() { return true; }
   /// Unused: the policy has no dot product.
   double dot_scale(index) const noexcept { return 0; }
 
@@ -190,6 +192,8 @@ struct synthesizer_factorized {
   static constexpr bool uses_dot_product() { return false; }
   /// score_policy_for: `apply` adds the synthesized logits.
   static constexpr bool is_identity() { return false; }
+  /// differentiable_score_for: the logits' derivative by the scaled dot product is 1.
+  static constexpr bool is_additive() { return true; }
   /// Unused: the policy has no dot product.
   double dot_scale(index) const noexcept { return 0; }
 
@@ -285,6 +289,8 @@ struct synthesizer_dense {
   static constexpr bool uses_dot_product() { return false; }
   /// score_policy_for: `apply` adds the synthesized logits.
   static constexpr bool is_identity() { return false; }
+  /// differentiable_score_for: the logits' derivative by the scaled dot product is 1.
+  static constexpr bool is_additive() { return true; }
   /// Unused: the policy has no dot product.
   double dot_scale(index) const noexcept { return 0; }
 

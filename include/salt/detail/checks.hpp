@@ -69,10 +69,11 @@ void check_policies(const problem_dims& dims, const char* api, const Policies&..
 }
 
 /// The checks every (q, K/V) -> out call shares, whatever holds K and V (strided views, a paged cache): k and v
-/// with the same number of heads, which divides q's; out (B, Hq, Lq, dv).
-template <class T>
+/// with the same number of heads, which divides q's; out (B, Hq, Lq, dv) (O: T, or const T for a backward pass's
+/// forward output).
+template <class T, class O>
 void check_heads_and_out(const tensor_view<const T>& q, index k_heads, index v_heads, index dv,
-                         const tensor_view<T>& out, const char* api) {
+                         const tensor_view<O>& out, const char* api) {
   require(k_heads == v_heads, api, ": k has ", k_heads, " heads but v has ", v_heads);
   require(k_heads <= q.heads, api, ": k and v have ", k_heads, " heads, more than q's ", q.heads);
   require(q.heads == 0 || (k_heads > 0 && q.heads % k_heads == 0), api, ": q has ", q.heads,
@@ -84,10 +85,11 @@ void check_heads_and_out(const tensor_view<const T>& q, index k_heads, index v_h
 
 /// Every shape check of a (q, k, v) -> out call with grouped-query heads, in the order a user would fix
 /// them: q (B, Hq, Lq, d), k (B, Hkv, Lk, d), v (B, Hkv, Lk, dv), out (B, Hq, Lq, dv), Hkv dividing Hq. K and V may
-/// be stored in a type of their own (U: the int8 values of a quantized cache).
-template <class T, class U = T>
+/// be stored in a type of their own (U: the int8 values of a quantized cache); out is written (O = T), or is the
+/// forward's output a backward pass reads (O = const T).
+template <class T, class U = T, class O = T>
 void check_qkv(const tensor_view<const T>& q, const tensor_view<const U>& k, const tensor_view<const U>& v,
-               const tensor_view<T>& out, const run_options& opts, const char* api, const char* family) {
+               const tensor_view<O>& out, const run_options& opts, const char* api, const char* family) {
   check_view(q, api, "q");
   check_view(k, api, "k");
   check_view(v, api, "v");

@@ -45,6 +45,8 @@ struct bias_table {
   static constexpr bool uses_dot_product() { return false; }
   /// score_policy_for: `apply` adds the bias.
   static constexpr bool is_identity() { return false; }
+  /// differentiable_score_for: the logits' derivative by the scaled dot product is 1.
+  static constexpr bool is_additive() { return true; }
   /// Unused: the policy has no dot product.
   double dot_scale(index) const noexcept { return 0; }
 
@@ -76,6 +78,8 @@ struct alibi {
   static constexpr bool uses_dot_product() { return false; }
   /// score_policy_for: `apply` adds the linear bias.
   static constexpr bool is_identity() { return false; }
+  /// differentiable_score_for: the logits' derivative by the scaled dot product is 1.
+  static constexpr bool is_additive() { return true; }
   /// Unused: the policy has no dot product.
   double dot_scale(index) const noexcept { return 0; }
 

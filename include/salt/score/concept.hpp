@@ -51,4 +51,34 @@ concept score_policy_for = std::is_trivially_copyable_v<S> &&
 template <class S>
 concept score_policy = score_policy_for<S, float> && score_policy_for<S, double>;
 
+namespace detail {
+/// Whether S declares `is_additive()` true: its `apply` only adds terms that do not depend on the tile's
+/// values (biases, tables), so the derivative of each logit by the scaled dot product is 1.
+template <class S>
+constexpr bool is_additive_score() noexcept {
+  if constexpr (requires { S::is_additive(); }) return S::is_additive();
+  else return false;
+}
+}  // namespace detail
+
+/// A score policy the backward pass can differentiate (attention_backward.hpp): additive (`is_additive()`),
+/// or one that transforms its tile and says how, `apply_with_slope(tile, slope, where)`: it applies itself as
+/// `apply` does and multiplies each entry of `slope` (laid out as the tile) by the derivative of its output
+/// logit by its input logit, so that the engine's slope tile, started at 1, ends as d logit / d (scaled q.k).
+template <class S, class T>
+concept differentiable_score_for =
+    score_policy_for<S, T> &&
+    (detail::is_additive_score<S>() ||
+     requires(const S& s, const logit_tile<T>& t, const problem_shape& p) { { s.apply_with_slope(t, t, p) } noexcept; });
+
+namespace detail {
+/// Applies `s` to tile t and its derivative to `slope` (differentiable_score_for): an additive policy leaves the
+/// slope as it is.
+template <class S, class T>
+void apply_with_slope(const S& s, const logit_tile<T>& t, const logit_tile<T>& slope, const problem_shape& p) noexcept {
+  if constexpr (is_additive_score<S>()) (void)slope, s.apply(t, p);
+  else s.apply_with_slope(t, slope, p);
+}
+}  // namespace detail
+
 }  // namespace salt

@@ -17,6 +17,8 @@ struct dot_product {
   static constexpr bool uses_dot_product() { return true; }
   /// score_policy_for: `apply` does nothing.
   static constexpr bool is_identity() { return true; }
+  /// differentiable_score_for: the logits' derivative by the scaled dot product is 1.
+  static constexpr bool is_additive() { return true; }
   /// The scale for key width d: `scale`, else 1/sqrt(d) (1 for d = 0).
   double dot_scale(index d) const noexcept {
     if (scale) return *scale;

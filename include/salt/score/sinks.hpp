@@ -29,6 +29,8 @@ struct attention_sinks {
   static constexpr bool uses_dot_product() { return false; }
   /// score_policy_for: `apply` does nothing.
   static constexpr bool is_identity() { return true; }
+  /// differentiable_score_for: sinks add no logit (the saved LSE holds them, which is all the backward needs).
+  static constexpr bool is_additive() { return true; }
   /// Unused (no dot product).
   double dot_scale(index) const noexcept { return 0; }
   /// Nothing: the sink joins the denominator, not the tile.

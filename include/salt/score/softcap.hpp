@@ -35,6 +35,20 @@ struct softcap {
     }
   }
 
+  /// differentiable_score_for: `apply`, and the slope times d/ds [cap tanh(s / cap)] = 1 - tanh^2(s / cap), taken
+  /// from the capped logit itself.
+  template <class U>
+  void apply_with_slope(const logit_tile<U>& t, const logit_tile<U>& slope, const problem_shape& p) const noexcept
+    requires differentiable_score_for<Inner, U>
+  {
+    detail::apply_with_slope(inner, t, slope, p);
+    const U c = static_cast<U>(cap), inv = U(1) / c;
+    for (index j = 0; j < t.keys; ++j) {
+      Eigen::Map<Eigen::Array<U, Eigen::Dynamic, 1>> row(t.key_row(j), t.queries), d(slope.key_row(j), t.queries);
+      row = c * (row * inv).tanh();
+      d *= U(1) - (row * inv).square();
+    }
+  }
   /// Throws salt::error naming `api` when cap <= 0 (or NaN), then runs `inner`'s check.
   void check(const problem_dims& dims, const char* api) const {
     detail::require(cap > 0, api, ": softcap cap must be positive, got ", cap);

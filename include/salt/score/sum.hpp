@@ -31,6 +31,16 @@ struct score_sum {
     a.apply(t, p);
     b.apply(t, p);
   }
+  /// differentiable_score_for: whether both terms are additive.
+  static constexpr bool is_additive() { return detail::is_additive_score<A>() && detail::is_additive_score<B>(); }
+  /// differentiable_score_for: `a`, then `b`, on the tile and its slope (the chain rule, in the order they apply).
+  template <class U>
+  void apply_with_slope(const logit_tile<U>& t, const logit_tile<U>& slope, const problem_shape& p) const noexcept
+    requires(differentiable_score_for<A, U> && differentiable_score_for<B, U>)
+  {
+    detail::apply_with_slope(a, t, slope, p);
+    detail::apply_with_slope(b, t, slope, p);
+  }
   /// The sink logit of query head h, of the term that carries attention sinks (attention_sinks.hpp).
   double sink_logit(index h) const noexcept
     requires(requires { a.sink_logit(index{}); } || requires { b.sink_logit(index{}); })
