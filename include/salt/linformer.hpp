@@ -34,6 +34,7 @@
 #include "error.hpp"
 #include "linformer/projections.hpp"
 #include "mask.hpp"
+#include "merge.hpp"
 #include "run_options.hpp"
 #include "score.hpp"
 #include "tensor.hpp"
@@ -51,6 +52,19 @@ constexpr void check_linformer_mask() {
   static_assert(has_prefix_part<Mask>::value || key_length_mask<Mask>,
                 "salt::linformer_attention takes key-only masks (no_mask, key_padding, or a mask with valid_keys): "
                 "other masks pick (query, key) pairs by position, and the projected keys have no positions.");
+}
+
+/// The checks of a Linformer call beyond its views' shapes: the policies', the mask's valid keys, a sequence no
+/// longer than the projections take, and per-head projections for as many heads as k and v have.
+template <class T, class Mask>
+void check_linformer(const tensor_view<const T>& q, const tensor_view<const T>& k, const tensor_view<const T>& v,
+                     const linformer_projections<T>& proj, const Mask& mask, const dot_product& score, const char* api) {
+  check_policies(dims_of(q, k, v), api, mask, score);
+  check_valid_keys(mask, k.batch, q.tokens, k.tokens, api);
+  require(k.tokens <= proj.max_len(), api, ": the sequence has ", k.tokens, " keys but the projections take at most ",
+          proj.max_len(), " (max_len)");
+  require(proj.sharing() != linformer_sharing::per_head || proj.heads() == k.heads, api,
+          ": the projections hold one (E, F) pair per head for ", proj.heads(), " heads but k and v have ", k.heads);
 }
 
 /// Positions summed per partial sum of a projection. The sum over l is blocked, each block's partial sum
@@ -75,6 +89,31 @@ void linformer_project(const T* a, index lda, index rows, const T* b, index ldb,
 
 /// Rows of a projection computed per work item: a multiple of the product's tile rows (6 or 3).
 inline constexpr index linformer_row_chunk = 96;
+
+/// K' = E_h[:, :n] K[:n] and V' = F_h[:, :n] V[:n] of every (batch item b, K/V head h), n the batch item's valid
+/// keys under `mask`, into kbuf (B, Hkv, k, d) and vbuf (B, Hkv, k, dv), contiguous; in parallel over (b, h, keys
+/// or values, row chunk).
+template <class T, class Mask>
+void project_keys_values(const tensor_view<const T>& k, const tensor_view<const T>& v,
+                         const linformer_projections<T>& proj, const Mask& mask, index lq, T* kbuf, T* vbuf,
+                         int threads) {
+  const index H = k.heads, kp = proj.k(), d = k.features, dv = v.features;
+  const index chunks = (kp + linformer_row_chunk - 1) / linformer_row_chunk;
+  const index items = k.batch * H * 2 * chunks;  // (batch, head, keys or values, row chunk)
+  auto project = [&](index it, no_workspace&) {
+    const index chunk = it % chunks, rest = it / chunks;
+    const bool values = rest % 2 != 0;
+    const index bh = rest / 2, b = bh / H, h = bh % H;
+    const index len = valid_keys_of(mask, problem_shape{lq, k.tokens, b, 0});
+    const index r0 = chunk * linformer_row_chunk, rows = std::min(linformer_row_chunk, kp - r0);
+    const auto m = values ? proj.f(h) : proj.e(h);  // (k, max_len)
+    const head_view<const T> src = values ? v.head(b, h) : k.head(b, h);
+    const index w = values ? dv : d;
+    T* dst = (values ? vbuf : kbuf) + (bh * kp + r0) * w;
+    linformer_project(m.data() + r0 * proj.max_len(), proj.max_len(), rows, src.data, src.row_stride, len, w, dst, w);
+  };
+  parallel_for(items, thread_count(threads, items), [] { return no_workspace{}; }, project);
+}
 
 }  // namespace detail
 
@@ -113,34 +152,12 @@ void linformer_attention(const input_view<T>& q, const input_view<T>& k, const i
         out, q, k, v);
   } else {
     detail::check_qkv(q, k, v, out, opts, api, "Linformer attention");
-    detail::check_policies(detail::dims_of(q, k, v), api, mask, score);
-    detail::check_valid_keys(mask, k.batch, q.tokens, k.tokens, api);
-    detail::require(k.tokens <= proj.max_len(), api, ": the sequence has ", k.tokens,
-                    " keys but the projections take at most ", proj.max_len(), " (max_len)");
-    detail::require(proj.sharing() != linformer_sharing::per_head || proj.heads() == k.heads, api,
-                    ": the projections hold one (E, F) pair per head for ", proj.heads(), " heads but k and v have ",
-                    k.heads);
+    detail::check_linformer(q, k, v, proj, mask, score, api);
 
     // Projected keys and values of every (batch item, K/V head): (batch, kv heads, k, d) and (.., k, dv).
     const index B = k.batch, H = k.heads, kp = proj.k(), d = k.features, dv = v.features;
     detail::aligned_buffer<T> kbuf(B * H * kp * d), vbuf(B * H * kp * dv);
-    const index chunks = (kp + detail::linformer_row_chunk - 1) / detail::linformer_row_chunk;
-    const index items = B * H * 2 * chunks;  // (batch, head, keys or values, row chunk)
-    auto project = [&](index it, detail::no_workspace&) {
-      const index chunk = it % chunks, rest = it / chunks;
-      const bool values = rest % 2 != 0;
-      const index bh = rest / 2, b = bh / H, h = bh % H;
-      const index len = detail::valid_keys_of(mask, problem_shape{q.tokens, k.tokens, b, 0});
-      const index r0 = chunk * detail::linformer_row_chunk, rows = std::min(detail::linformer_row_chunk, kp - r0);
-      const auto m = values ? proj.f(h) : proj.e(h);  // (k, max_len)
-      const head_view<const T> src = values ? v.head(b, h) : k.head(b, h);
-      const index w = values ? dv : d;
-      T* dst = (values ? vbuf.data() : kbuf.data()) + (bh * kp + r0) * w;
-      detail::linformer_project(m.data() + r0 * proj.max_len(), proj.max_len(), rows, src.data, src.row_stride, len, w,
-                                dst, w);
-    };
-    detail::parallel_for(items, detail::thread_count(opts.threads, items), [] { return detail::no_workspace{}; },
-                         project);
+    detail::project_keys_values(k, v, proj, mask, q.tokens, kbuf.data(), vbuf.data(), opts.threads);
 
     // Exact attention on the projected keys; the checks above cover it (q, out and the score are the caller's,
     // the projected keys and values are this call's own buffers).
@@ -159,24 +176,38 @@ void linformer_attention(const input_view<T>& q, const input_view<T>& k, const i
   linformer_attention<T, Mask>(q, k, v, out, lse_view<accumulator_t<T>>{}, proj, mask, score, opts);
 }
 
-/// One head: q (Lq, d), k (L, d), v (L, dv) -> a new (Lq, dv) matrix. Row-major inputs are read in
-/// place; a column-major one is copied once. `mask` is key-only (no_mask, or key_padding with one length).
-/// Cost and errors as the multi-head overload.
+/// One head with the log-sum-exp: q (Lq, d), k (L, d), v (L, dv) -> the (Lq, dv) output and the LSE of each
+/// row over the k projected keys, owned (what linformer_backward takes). Row-major inputs are read in place; a
+/// column-major one is copied once. `mask` is key-only (no_mask, or key_padding with one length). Cost and
+/// errors as the multi-head overload.
+template <class DQ, class DK, class DV, class Mask = no_mask>
+attention_result<typename DQ::Scalar> linformer_attention_with_lse(
+    const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
+    const linformer_projections<accumulator_t<typename DQ::Scalar>>& proj, const Mask& mask = {},
+    const dot_product& score = {}, const run_options& opts = {}) {
+  using T = typename DQ::Scalar;
+  static_assert(std::is_same_v<T, typename DK::Scalar> && std::is_same_v<T, typename DV::Scalar>,
+                "salt::linformer_attention: q, k and v must have the same scalar type.");
+  detail::check_linformer_mask<Mask>();
+  attention_result<T> r{row_matrix<T>(), column<accumulator_t<T>>(q.rows())};
+  r.out = detail::one_head<T>(
+      [&](const auto& qv, const auto& kv, const auto& vv, const auto& outv) {
+        linformer_attention<T, Mask>(qv, kv, vv, outv, lse_view<accumulator_t<T>>{r.lse.data(), 0, 0}, proj, mask,
+                                     score, opts);
+      },
+      q, k, v);
+  return r;
+}
+
+/// One head: q (Lq, d), k (L, d), v (L, dv) -> a new (Lq, dv) matrix. As linformer_attention_with_lse, output
+/// only.
 template <class DQ, class DK, class DV, class Mask = no_mask>
 row_matrix<typename DQ::Scalar> linformer_attention(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k,
                                                     const Eigen::MatrixBase<DV>& v,
                                                     const linformer_projections<accumulator_t<typename DQ::Scalar>>& proj,
                                                     const Mask& mask = {}, const dot_product& score = {},
                                                     const run_options& opts = {}) {
-  using T = typename DQ::Scalar;
-  static_assert(std::is_same_v<T, typename DK::Scalar> && std::is_same_v<T, typename DV::Scalar>,
-                "salt::linformer_attention: q, k and v must have the same scalar type.");
-  detail::check_linformer_mask<Mask>();
-  return detail::one_head<T>(
-      [&](const auto& qv, const auto& kv, const auto& vv, const auto& outv) {
-        linformer_attention<T, Mask>(qv, kv, vv, outv, lse_view<accumulator_t<T>>{}, proj, mask, score, opts);
-      },
-      q, k, v);
+  return linformer_attention_with_lse(q, k, v, proj, mask, score, opts).out;
 }
 
 }  // namespace salt

@@ -11,6 +11,7 @@
 #include "kv_cache.hpp"
 #include "linear.hpp"
 #include "linformer.hpp"
+#include "linformer_backward.hpp"
 #include "lsh.hpp"
 #include "mask.hpp"
 #include "merge.hpp"

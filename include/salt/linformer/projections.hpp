@@ -95,6 +95,13 @@ class linformer_projections {
   matrix_map f(index h) const& noexcept {
     return {(mode_ == linformer_sharing::shared_kv ? e_ : f_).data() + slot(h) * k_ * max_len_, k_, max_len_};
   }
+  /// Stored pair p's E (p < heads()), writable: what an optimiser steps (linformer_projection_gradients holds
+  /// its gradient at the same index).
+  Eigen::Map<row_matrix<T>> stored_e(index p) & noexcept { return {e_.data() + p * k_ * max_len_, k_, max_len_}; }
+  /// Stored pair p's F, writable; E itself under shared_kv, whose one matrix serves keys and values.
+  Eigen::Map<row_matrix<T>> stored_f(index p) & noexcept {
+    return {(mode_ == linformer_sharing::shared_kv ? e_ : f_).data() + p * k_ * max_len_, k_, max_len_};
+  }
   /// A view of a temporary's E or F would dangle at the end of the statement: it does not compile.
   template <class Self = linformer_projections>
   matrix_map e(index) const&& {
