@@ -121,8 +121,14 @@ void lengths(benchmark::internal::Benchmark* b, index from, index to, int thread
   b->Unit(benchmark::kMillisecond)->UseManualTime()->Iterations(5);
 }
 
-BENCHMARK(BM_backward_dense)->Apply([](auto* b) { lengths(b, 1024, 4096, 1); });
-BENCHMARK(BM_backward_causal)->Apply([](auto* b) { lengths(b, 1024, 4096, 1); });
+BENCHMARK(BM_backward_dense)->Apply([](auto* b) {
+  lengths(b, 1024, 4096, 1);
+  if (salt::bench::all_threads() > 1) lengths(b, 4096, 4096, salt::bench::all_threads());
+});
+BENCHMARK(BM_backward_causal)->Apply([](auto* b) {
+  lengths(b, 1024, 4096, 1);
+  if (salt::bench::all_threads() > 1) lengths(b, 4096, 4096, salt::bench::all_threads());
+});
 BENCHMARK(BM_backward_gqa_heads)->Apply([](auto* b) { lengths(b, 1024, 1024, 1); });
 BENCHMARK(BM_backward_sliding_window)->Apply([](auto* b) { lengths(b, 4096, 16384, 1); });
 BENCHMARK(BM_backward_bigbird)->Apply([](auto* b) { lengths(b, 4096, 16384, 1); });

@@ -29,12 +29,26 @@ void judge_gradients(const G& kernel, const N& naive, const R& ref) {
   CHECK(dv.ok());
 }
 
-/// One head: salt's forward and backward against the textbook backward.
-template <class T, class Mask, class Score = dot_product>
+/// Where the backward's out and LSE come from: salt's forward, or the oracle's rounded to T (which keeps the
+/// forward engine out of a sweep's instantiations: test_backward_masks).
+enum class forward_from { salt, oracle };
+
+/// The oracle's output and LSE of one head, rounded to T: what a forward exact to T's rounding returns.
+template <class T, class Mask, class Score>
+attention_result<T> oracle_forward(const row_matrix<T>& q, const row_matrix<T>& k, const row_matrix<T>& v,
+                                   const Mask& mask, const Score& score, const problem_shape& where = {}) {
+  const auto ref = naive_attention<oracle_t<T>>(q, k, v, mask, score, where);
+  return {ref.out.template cast<T>(), ref.lse.template cast<T>()};
+}
+
+/// One head: the forward (salt's or the oracle's) and salt's backward against the textbook backward.
+template <class T, class Mask, class Score = dot_product, forward_from From = forward_from::salt>
 void check_head_backward(const row_matrix<T>& q, const row_matrix<T>& k, const row_matrix<T>& v,
                          const row_matrix<T>& dout, const Mask& mask, const Score& score = {},
                          const run_options& opts = {}) {
-  const auto fwd = attention_with_lse(q, k, v, mask, score, opts);
+  attention_result<T> fwd;
+  if constexpr (From == forward_from::salt) fwd = attention_with_lse(q, k, v, mask, score, opts);
+  else fwd = oracle_forward(q, k, v, mask, score);
   const auto g = attention_backward(q, k, v, fwd, dout, mask, score, opts);
   judge_gradients<T>(g, naive_attention_backward<T>(q, k, v, dout, mask, score),
                      naive_attention_backward<oracle_t<T>>(q, k, v, dout, mask, score));
@@ -47,8 +61,9 @@ struct multi_head_gradients {
   row_matrix<T> q, k, v, dout, dq, dk, dv;
 };
 
-/// Runs the forward and backward of a (batch, q_heads over kv_heads) call on random inputs.
-template <class T, class Mask, class Score = dot_product>
+/// Runs the forward (salt's, or the oracle's per head) and salt's backward of a (batch, q_heads over kv_heads) call
+/// on random inputs.
+template <class T, class Mask, class Score = dot_product, forward_from From = forward_from::salt>
 multi_head_gradients<T> run_multi_head_backward(index batch, index q_heads, index kv_heads, index lq, index lk,
                                                 index d, index dv, const Mask& mask, const Score& score,
                                                 random_source& rng, const run_options& opts = {}) {
@@ -62,8 +77,19 @@ multi_head_gradients<T> run_multi_head_backward(index batch, index q_heads, inde
   using cv = tensor_view<const T>;
   const cv q = cv::bhld(m.q.data(), batch, q_heads, lq, d), k = cv::bhld(m.k.data(), batch, kv_heads, lk, d),
            v = cv::bhld(m.v.data(), batch, kv_heads, lk, dv);
-  attention(q, k, v, tensor_view<T>::bhld(out.data(), batch, q_heads, lq, dv), lse_view<T>::bht(lse.data(), q_heads, lq),
-            mask, score, opts);
+  if constexpr (From == forward_from::salt) {
+    attention(q, k, v, tensor_view<T>::bhld(out.data(), batch, q_heads, lq, dv), lse_view<T>::bht(lse.data(), q_heads, lq),
+              mask, score, opts);
+  } else {
+    for (index b = 0; b < batch; ++b)
+      for (index h = 0; h < q_heads; ++h) {
+        const index qi = b * q_heads + h, ki = b * kv_heads + h / (q_heads / kv_heads);
+        const auto f = oracle_forward<T>(row_matrix<T>(m.q.middleRows(qi * lq, lq)), row_matrix<T>(m.k.middleRows(ki * lk, lk)),
+                                         row_matrix<T>(m.v.middleRows(ki * lk, lk)), mask, score, problem_shape{lq, lk, b, h});
+        out.middleRows(qi * lq, lq) = f.out;
+        std::copy_n(f.lse.data(), lq, lse.data() + qi * lq);
+      }
+  }
   attention_backward(q, k, v, cv::bhld(out.data(), batch, q_heads, lq, dv),
                      lse_view<const T>::bht(lse.data(), q_heads, lq), cv::bhld(m.dout.data(), batch, q_heads, lq, dv),
                      tensor_view<T>::bhld(m.dq.data(), batch, q_heads, lq, d),

@@ -2,7 +2,9 @@
 // lengths that are not multiples of the tile (1, 7, 65, 257, Lq and Lk crossed where the mask allows it): one
 // head against the textbook backward under the accuracy criterion, and for masks that depend on the batch item
 // or the head, a grouped-query call (batch 2, two query heads over one K/V head) per head, dK and dV summed
-// over the group. Kept apart from test_backward.cpp: seventy instantiations of the engine build slowly.
+// over the group. The backward is given the oracle's output and LSE (rounded to the precision), so the sweep does
+// not build the forward engine for every mask again (test_every_mask checks it; test_backward runs the backward on
+// salt's own forward). Kept apart from test_backward.cpp: seventy instantiations of the engine build slowly.
 #include <salt/attention.hpp>
 #include <salt/attention_backward.hpp>
 
@@ -42,13 +44,15 @@ TEMPLATE_LIST_TEST_CASE("every mask: the backward pass against the textbook back
       random_source rng(static_cast<std::uint64_t>(lq * 1000 + lk));
       {
         const Case one(mask_shape{1, 1, lq, lk});
-        check_head_backward<T>(rng.matrix<T>(lq, features), rng.matrix<T>(lk, features), rng.matrix<T>(lk, features),
-                               rng.matrix<T>(lq, features), one.mask());
+        check_head_backward<T, decltype(one.mask()), salt::dot_product, forward_from::oracle>(
+            rng.matrix<T>(lq, features), rng.matrix<T>(lk, features), rng.matrix<T>(lk, features),
+            rng.matrix<T>(lq, features), one.mask());
         ++heads;
       }
       if constexpr (Case::varies) {
         const Case many(mask_shape{2, 2, lq, lk});
-        const auto m = run_multi_head_backward<T>(2, 2, 1, lq, lk, features, features, many.mask(), salt::dot_product{}, rng);
+        const auto m = run_multi_head_backward<T, decltype(many.mask()), salt::dot_product, forward_from::oracle>(
+            2, 2, 1, lq, lk, features, features, many.mask(), salt::dot_product{}, rng);
         check_multi_head_backward<T>(m, many.mask());
       }
     }

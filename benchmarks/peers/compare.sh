@@ -13,3 +13,7 @@ here=$(dirname "$0")
 for t in ${threads[@]}; do python3 "$here/torch_sdpa.py" --threads "$t"; done
 "$build/benchmarks/salt_precision_bench" --benchmark_counters_tabular=true
 for t in ${threads[@]}; do python3 "$here/torch_sdpa.py" --threads "$t" --dtype bfloat16; done
+# The backward pass: salt_backward_bench (dense and causal, one head, L up to 4096, one thread, and its thread
+# scaling) beside PyTorch's SDPA backward on the same shapes.
+"$build/benchmarks/salt_backward_bench" --benchmark_filter='backward_(dense|causal)/4096|thread_scaling' --benchmark_counters_tabular=true
+for t in ${threads[@]}; do python3 "$here/torch_sdpa.py" --threads "$t" --H 1 --backward; done
