@@ -2,7 +2,8 @@
 // (long double for double) under the accuracy criterion, for every score it can differentiate, grouped-query
 // heads and Lq != Lk; against central finite differences of salt's own forward in double; bit-identical for
 // any thread count; zero gradients for rows that see nothing; NaN only where the naive backward has it; and
-// the refusals. Every mask is swept in test_backward_masks.cpp.
+// the refusals; and PyTorch's autograd through SDPA in float64 (tools/make_sdpa_backward_fixtures.py) to 1e-10.
+// Every mask is swept in test_backward_masks.cpp.
 #include <salt/attention.hpp>
 #include <salt/attention_backward.hpp>
 
@@ -14,6 +15,7 @@
 #include "backward_checks.hpp"
 #include "catch.hpp"
 #include "checks.hpp"
+#include "fixtures.hpp"
 #include "reference.hpp"
 
 namespace {
@@ -183,6 +185,48 @@ TEMPLATE_TEST_CASE("backward: NaN in one key reaches only the gradients that dep
   // A window keeps the damage local; max_abs_diff requires NaN where, and only where, the textbook has it.
   check_head_backward<T>(q, k, v, dout, salt::sliding_window{20, 20});
   check_head_backward<T>(q, k, v, dout, salt::causal{});
+}
+
+/// A (heads, rows, cols) fixture record as one (heads rows, cols) matrix: the bhld layout of a batch of one.
+salt::row_matrix<double> stacked(const fixture_file& f, const std::string& name) {
+  const auto& a = f.get(name);
+  REQUIRE(a.shape.size() == 3);
+  salt::row_matrix<double> m(a.shape[0] * a.shape[1], a.shape[2]);
+  std::copy(a.values.begin(), a.values.end(), m.data());
+  return m;
+}
+
+TEST_CASE("backward: PyTorch's autograd through SDPA, reproduced to 1e-10 in double", "[backward][fixtures]") {
+  const auto files = fixtures_named("sdpa_backward_");
+  REQUIRE(files.size() >= 5);  // a missing fixture fails, never skips
+  for (const std::string& path : files) {
+    CAPTURE(path);
+    const fixture_file f(path);
+    const auto q = stacked(f, "q"), k = stacked(f, "k"), v = stacked(f, "v"), dout = stacked(f, "dout");
+    const idx hq = f.get("q").shape[0], hkv = f.get("k").shape[0], lq = f.get("q").shape[1], lk = f.get("k").shape[1];
+    const idx d = q.cols(), dv = v.cols();
+    using cv = salt::tensor_view<const double>;
+    using mv = salt::tensor_view<double>;
+    salt::row_matrix<double> out(hq * lq, dv), dq(q.rows(), d), dk(k.rows(), d), dvg(v.rows(), dv);
+    std::vector<double> lse(static_cast<std::size_t>(hq * lq));
+    auto run = [&](const auto& mask) {
+      salt::attention(cv::bhld(q.data(), 1, hq, lq, d), cv::bhld(k.data(), 1, hkv, lk, d), cv::bhld(v.data(), 1, hkv, lk, dv),
+                      mv::bhld(out.data(), 1, hq, lq, dv), salt::lse_view<double>::bht(lse.data(), hq, lq), mask);
+      salt::attention_backward<double>(cv::bhld(q.data(), 1, hq, lq, d), cv::bhld(k.data(), 1, hkv, lk, d),
+                                       cv::bhld(v.data(), 1, hkv, lk, dv), cv::bhld(out.data(), 1, hq, lq, dv),
+                                       salt::lse_view<const double>::bht(lse.data(), hq, lq),
+                                       cv::bhld(dout.data(), 1, hq, lq, dv), mv::bhld(dq.data(), 1, hq, lq, d),
+                                       mv::bhld(dk.data(), 1, hkv, lk, d), mv::bhld(dvg.data(), 1, hkv, lk, dv), mask);
+    };
+    const auto mask = static_cast<int>(f.scalar("mask"));
+    if (mask == 0) run(salt::no_mask{});
+    else if (mask == 1) run(salt::causal{});
+    else run(salt::sliding_window{static_cast<idx>(f.scalar("left")), static_cast<idx>(f.scalar("right"))});
+    CHECK(max_abs_diff(out, stacked(f, "out")) < 1e-10);
+    CHECK(max_abs_diff(dq, stacked(f, "dq")) < 1e-10);
+    CHECK(max_abs_diff(dk, stacked(f, "dk")) < 1e-10);
+    CHECK(max_abs_diff(dvg, stacked(f, "dv")) < 1e-10);
+  }
 }
 
 TEST_CASE("backward: bad input is refused with the sizes, and nothing is written", "[backward][bad_input]") {
