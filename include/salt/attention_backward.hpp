@@ -14,6 +14,7 @@
 #include <Eigen/Core>
 
 #include <type_traits>
+#include <utility>
 
 #include "config.hpp"
 #include "detail/checks.hpp"
@@ -97,6 +98,31 @@ void attention_backward(const input_view<T>& q, const input_view<T>& k, const in
                                                                       opts.threads});
 }
 
+namespace detail {
+/// A one-head backward call's inputs bound as row-major views (read in place; other layouts copied once), the
+/// forward's LSE checked against q, and gradients allocated as their inputs: the front door of every family's
+/// one-head backward.
+template <class T>
+struct one_head_backward {
+  matrix_cref<T> q, k, v, dout, out;
+  const column<T>& lse;
+  attention_gradients<T> g;
+
+  template <class DQ, class DK, class DV, class DO>
+  one_head_backward(const DQ& q_, const DK& k_, const DV& v_, const attention_result<T>& forward, const DO& dout_,
+                    const char* api)
+      : q(q_), k(k_), v(v_), dout(dout_), out(forward.out), lse(forward.lse),
+        g{row_matrix<T>(q.rows(), q.cols()), row_matrix<T>(k.rows(), k.cols()), row_matrix<T>(v.rows(), v.cols())} {
+    static_assert(std::is_same_v<T, typename DK::Scalar> && std::is_same_v<T, typename DV::Scalar> &&
+                      std::is_same_v<T, typename DO::Scalar>,
+                  "salt's backward passes: q, k, v and dout must have the same scalar type.");
+    require(lse.size() == q.rows(), api, ": the forward's LSE has ", lse.size(), " rows but q has ", q.rows());
+  }
+  tensor_view<const T> view(const matrix_cref<T>& m) const noexcept { return head_as_view<T>(m); }
+  lse_view<const T> lse_in() const noexcept { return {lse.data(), 0, 0}; }
+};
+}  // namespace detail
+
 /// Gradients of one head's attention: q (Lq, d), k (Lk, d), v (Lk, dv), the forward's result (attention_with_lse
 /// with the same mask and score) and dout (Lq, dv). Row-major inputs are read in place; others are copied once.
 /// Cost and errors as the multi-head overload.
@@ -108,19 +134,11 @@ attention_gradients<typename DQ::Scalar> attention_backward(const Eigen::MatrixB
                                                             const Eigen::MatrixBase<DO>& dout, const Mask& mask = {},
                                                             const Score& score = {}, const run_options& opts = {}) {
   using T = typename DQ::Scalar;
-  static_assert(std::is_same_v<T, typename DK::Scalar> && std::is_same_v<T, typename DV::Scalar> &&
-                    std::is_same_v<T, typename DO::Scalar>,
-                "salt::attention_backward: q, k, v and dout must have the same scalar type.");
-  const matrix_cref<T> qr(q), kr(k), vr(v), dor(dout), outr(forward.out);
-  detail::require(forward.lse.size() == qr.rows(), "salt::attention_backward: the forward's LSE has ",
-                  forward.lse.size(), " rows but q has ", qr.rows());
-  attention_gradients<T> g{row_matrix<T>(qr.rows(), qr.cols()), row_matrix<T>(kr.rows(), kr.cols()),
-                           row_matrix<T>(vr.rows(), vr.cols())};
-  attention_backward<T>(detail::head_as_view<T>(qr), detail::head_as_view<T>(kr), detail::head_as_view<T>(vr),
-                        detail::head_as_view<T>(outr), lse_view<const T>{forward.lse.data(), 0, 0},
-                        detail::head_as_view<T>(dor), tensor_view<T>::of(g.dq), tensor_view<T>::of(g.dk),
-                        tensor_view<T>::of(g.dv), mask, score, opts);
-  return g;
+  detail::one_head_backward<T> io(q.derived(), k.derived(), v.derived(), forward, dout.derived(), "salt::attention_backward");
+  attention_backward<T>(io.view(io.q), io.view(io.k), io.view(io.v), io.view(io.out), io.lse_in(), io.view(io.dout),
+                        tensor_view<T>::of(io.g.dq), tensor_view<T>::of(io.g.dk), tensor_view<T>::of(io.g.dv), mask,
+                        score, opts);
+  return std::move(io.g);
 }
 
 }  // namespace salt

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "attention_backward.hpp"
@@ -149,18 +150,12 @@ linformer_gradients<typename DQ::Scalar> linformer_backward(const Eigen::MatrixB
                                                             const Eigen::MatrixBase<DO>& dout, const Mask& mask = {},
                                                             const dot_product& score = {}, const run_options& opts = {}) {
   using T = typename DQ::Scalar;
-  static_assert(std::is_same_v<T, typename DK::Scalar> && std::is_same_v<T, typename DV::Scalar> &&
-                    std::is_same_v<T, typename DO::Scalar>,
-                "salt::linformer_backward: q, k, v and dout must have the same scalar type.");
-  const matrix_cref<T> qr(q), kr(k), vr(v), dor(dout), outr(forward.out);
-  detail::require(forward.lse.size() == qr.rows(), "salt::linformer_backward: the forward's LSE has ",
-                  forward.lse.size(), " rows but q has ", qr.rows());
-  linformer_gradients<T> g{row_matrix<T>(qr.rows(), qr.cols()), row_matrix<T>(kr.rows(), kr.cols()),
-                           row_matrix<T>(vr.rows(), vr.cols()), {}};
-  g.projections = linformer_backward<T, Mask>(
-      detail::head_as_view<T>(qr), detail::head_as_view<T>(kr), detail::head_as_view<T>(vr),
-      detail::head_as_view<T>(outr), lse_view<const T>{forward.lse.data(), 0, 0}, detail::head_as_view<T>(dor),
-      tensor_view<T>::of(g.dq), tensor_view<T>::of(g.dk), tensor_view<T>::of(g.dv), proj, mask, score, opts);
+  detail::one_head_backward<T> io(q.derived(), k.derived(), v.derived(), forward, dout.derived(), "salt::linformer_backward");
+  linformer_gradients<T> g{row_matrix<T>(), row_matrix<T>(), row_matrix<T>(), {}};
+  g.projections = linformer_backward<T, Mask>(io.view(io.q), io.view(io.k), io.view(io.v), io.view(io.out), io.lse_in(),
+                                              io.view(io.dout), tensor_view<T>::of(io.g.dq), tensor_view<T>::of(io.g.dk),
+                                              tensor_view<T>::of(io.g.dv), proj, mask, score, opts);
+  g.dq = std::move(io.g.dq), g.dk = std::move(io.g.dk), g.dv = std::move(io.g.dv);
   return g;
 }
 
