@@ -87,7 +87,6 @@ linformer_projection_gradients<T> linformer_backward(const input_view<T>& q, con
       heads_of(dvbuf.data(), dvf), every_key, score, opts.threads});
 
   const auto valid = [&](index b) { return detail::valid_keys_of(mask, problem_shape{q.tokens, L, b, 0}); };
-  const auto pair_of = [&](index h) { return proj.sharing() == linformer_sharing::per_head ? h : index{0}; };
   // dK = E^T dK' and dV = F^T dV' per (batch item, head, keys or values, chunk of positions); padded positions 0.
   constexpr index chunk = detail::linformer_row_chunk;
   const index position_chunks = (L + chunk - 1) / chunk;
@@ -125,7 +124,7 @@ linformer_projection_gradients<T> linformer_backward(const input_view<T>& q, con
         T* target = (f_matrix ? g.df : g.de)[static_cast<std::size_t>(p)].data() + r0 * max_len;
         for (index bh = 0; bh < B * H; ++bh) {
           const index b = bh / H, h = bh % H;
-          if (pair_of(h) != p) continue;
+          if (proj.pair_of(h) != p) continue;
           for (const bool values : {false, true}) {
             if (values != f_matrix && !one_matrix) continue;
             const index w = values ? dvf : d;

@@ -147,8 +147,8 @@ void probabilities_and_ds(T* st, T* dst, const T* slope, index nk, int qp, const
   }
 }
 
-/// Where the partitions of a (batch item, K/V head) put their dQ: partition `part` of the call's `parts`, and one
-/// counter per (batch item, query head, tile) of the partitions that have added their share (null: one partition).
+/// Where a key partition puts its dQ: its index `part`, and the call's counters, one per (batch item, query head,
+/// tile) of `tiles` tiles, of the partitions that have added their share (null: the call has one partition).
 struct dq_order {
   index part = 0;
   std::atomic<index>* passed = nullptr;
@@ -211,13 +211,14 @@ void run_backward_item(const backward_problem<T, Mask, Score>& pb, index b, inde
       for (const block_run& r : plan.runs()) visits |= r.first < kb1 && r.last > kb0;
       if (visits) {
         std::fill_n(ws.dq.data(), nq * d, T(0));
-        for (index c = 0; c < d; ++c) std::fill_n(ws.qt.data() + c * S, qp * N, T(0));
-        if constexpr (dot_terms) pack_queries(Q, q0, nq, scale, ws.qt.data());
-        for (index c = 0; c < dvf; ++c) {
-          T* row = ws.dot.data() + c * S;
-          for (index i = 0; i < nq; ++i) row[i] = dO.row(q0 + i)[c];
-          std::fill(row + nq, row + qp * N, T(0));
+        // Q scaled and dO as they are (a scale of 1 is exact), transposed as the forward packs its queries; the
+        // padding columns stay zero.
+        if constexpr (dot_terms) {
+          pack_queries(Q, q0, nq, scale, ws.qt.data());
+          for (index c = 0; c < d; ++c) std::fill(ws.qt.data() + c * S + nq, ws.qt.data() + c * S + qp * N, T(0));
         }
+        pack_queries(dO, q0, nq, T(1), ws.dot.data());
+        for (index c = 0; c < dvf; ++c) std::fill(ws.dot.data() + c * S + nq, ws.dot.data() + c * S + qp * N, T(0));
         // Rows that see nothing (LSE -inf) and the tile's padding get LSE +inf, hence P = 0, and D = 0.
         for (index i = 0; i < qp * N; ++i) {
           ws.lse[i] = i < nq && lse_h[q0 + i] != -inf ? lse_h[q0 + i] : inf;

@@ -89,11 +89,13 @@ class linformer_projections {
   index max_len() const noexcept { return max_len_; }  ///< longest sequence the projections take
   linformer_sharing sharing() const noexcept { return mode_; }  ///< which projections are shared
   index heads() const noexcept { return pairs_; }  ///< distinct E matrices: 1 unless per_head
+  /// The stored pair K/V head h uses (stored_e, stored_f): h itself under per_head, else 0.
+  index pair_of(index h) const noexcept { return mode_ == linformer_sharing::per_head ? h : 0; }
   /// E of K/V head h, (k, max_len), a view into this object; every head gets the same one unless per_head.
-  matrix_map e(index h) const& noexcept { return {e_.data() + slot(h) * k_ * max_len_, k_, max_len_}; }
+  matrix_map e(index h) const& noexcept { return {e_.data() + pair_of(h) * k_ * max_len_, k_, max_len_}; }
   /// F of K/V head h, (k, max_len), a view into this object; E itself under shared_kv.
   matrix_map f(index h) const& noexcept {
-    return {(mode_ == linformer_sharing::shared_kv ? e_ : f_).data() + slot(h) * k_ * max_len_, k_, max_len_};
+    return {(mode_ == linformer_sharing::shared_kv ? e_ : f_).data() + pair_of(h) * k_ * max_len_, k_, max_len_};
   }
   /// Stored pair p's E (p < heads()), writable: what an optimiser steps (linformer_projection_gradients holds
   /// its gradient at the same index).
@@ -145,8 +147,6 @@ class linformer_projections {
     }
     return p;
   }
-
-  index slot(index h) const noexcept { return mode_ == linformer_sharing::per_head ? h : 0; }
 
   std::vector<T> e_, f_;  // (pairs, k, max_len) each; f_ empty under shared_kv
   index k_ = 0, max_len_ = 0, pairs_ = 0;
