@@ -61,6 +61,16 @@ concept feature_map = std::copy_constructible<F> &&
                         f.map(x, phi, log_scale);
                       };
 
+/// A feature map that can carry a gradient back to its inputs (linear_backward.hpp): backward(x, f, g, dx)
+/// writes dx (rows, d) = e^(-s(x)) J_phi(x)^T g, the gradient by x of a loss whose gradient by phi(x) is
+/// e^(-s(x)) g, where f (rows, m) is what map() wrote for x and s its log scale (0 for maps without one). So
+/// g is the gradient by the scaled features f, and neither side ever holds e^(s). g may be overwritten (it
+/// is the map's scratch); x and f are not.
+template <class F, class T>
+concept differentiable_feature_map =
+    feature_map<F, T> && requires(const F& f, const feature_input<T>& x, const feature_input<T>& phi,
+                                  feature_output<T> g, feature_output<T> dx) { f.backward(x, phi, g, dx); };
+
 namespace detail {
 
 /// Checks a map against input width d: its own check() where it has one, and at least one feature.
@@ -95,6 +105,13 @@ void project_rows(const feature_input<T>& x, const row_matrix<T>& wt, feature_ou
 template <class T>
 row_matrix<T> scaled_transpose(const random_features<T>& w) {
   return w.matrix().transpose() * static_cast<T>(std::pow(static_cast<double>(w.d()), -0.25));
+}
+
+/// dx (+)= g wt^T: the gradient through the projection x -> x wt, for g (rows, m) and wt (d, m).
+template <class T>
+void project_back(const feature_output<T>& g, const row_matrix<T>& wt, feature_output<T>& dx, gemm_update update) {
+  gemm<T, false, true>(g.rows(), wt.rows(), wt.cols(), g.data(), g.outerStride(), wt.data(), wt.cols(), dx.data(),
+                       dx.outerStride(), update);
 }
 
 template <class T>
@@ -136,6 +153,18 @@ class favor_plus {
     }
   }
 
+  /// differentiable_feature_map: phi = exp(W x' - |x'|^2 / 2) / sqrt(m) gives e^(-s) J^T g = (g o f) (W
+  /// d^(-1/4)) - (g . f) x d^(-1/2); O(rows d m), no allocation; g is overwritten with g o f.
+  void backward(const feature_input<T>& x, const feature_input<T>& f, feature_output<T> g,
+                feature_output<T> dx) const {
+    const T norm_slope = static_cast<T>(1 / std::sqrt(static_cast<double>(x.cols())));  // d |x'|^2 / 2 = x * this
+    for (index r = 0; r < x.rows(); ++r) {
+      g.row(r).array() *= f.row(r).array();
+      dx.row(r) = x.row(r) * (-g.row(r).sum() * norm_slope);
+    }
+    detail::project_back(g, wt_, dx, detail::gemm_update::chain);
+  }
+
  private:
   row_matrix<T> wt_;  // (d, m), (W d^(-1/4))^T
 };
@@ -172,6 +201,22 @@ class favor_trig {
     }
   }
 
+  /// differentiable_feature_map: phi = e^s [cos u, sin u], u = W x', s = |x'|^2 / 2 - log(m) / 2, gives
+  /// e^(-s) J^T g = (g . f) x d^(-1/2) + (g_sin o cos u - g_cos o sin u) (W d^(-1/4)); O(rows d m), no
+  /// allocation; g's cosine half is overwritten.
+  void backward(const feature_input<T>& x, const feature_input<T>& f, feature_output<T> g,
+                feature_output<T> dx) const {
+    const index m = wt_.cols();
+    const T norm_slope = static_cast<T>(1 / std::sqrt(static_cast<double>(x.cols())));
+    for (index r = 0; r < x.rows(); ++r) {
+      dx.row(r) = x.row(r) * (g.row(r).cwiseProduct(f.row(r)).sum() * norm_slope);
+      g.row(r).head(m) = (g.row(r).tail(m).array() * f.row(r).head(m).array() -
+                          g.row(r).head(m).array() * f.row(r).tail(m).array()).matrix();
+    }
+    feature_output<T> angles(g.data(), x.rows(), m, Eigen::OuterStride<>(g.outerStride()));
+    detail::project_back(angles, wt_, dx, detail::gemm_update::chain);
+  }
+
  private:
   row_matrix<T> wt_;  // (d, m), (W d^(-1/4))^T
 };
@@ -201,6 +246,16 @@ class relu_features {
   }
   /// The constant added to every feature.
   T epsilon() const noexcept { return epsilon_; }
+
+  /// differentiable_feature_map: the ReLU's slope is 1 where f > epsilon, 0 elsewhere (at a projection
+  /// u > 0 too small to move u + epsilon off epsilon the computed feature is flat, and so is its slope), then
+  /// back through the projection, or times d^(-1/4) without one; O(rows d m) projected, O(rows d) without.
+  void backward(const feature_input<T>& x, const feature_input<T>& f, feature_output<T> g,
+                feature_output<T> dx) const {
+    g = (f.array() > epsilon_).select(g, T(0));
+    if (wt_.size()) detail::project_back(g, wt_, dx, detail::gemm_update::overwrite);
+    else dx = g * static_cast<T>(std::pow(static_cast<double>(x.cols()), -0.25));
+  }
 
   /// feature_map: x (rows, d) -> phi (rows, features(d)); O(rows d m) projected, O(rows d) without.
   void map(const feature_input<T>& x, feature_output<T> phi, T*) const {
@@ -235,6 +290,11 @@ struct elu_plus_one {
     // exp(min(x, 0)) + max(x, 0): x + 1 above zero (exp(0) is exactly 1), exp(x) at or below. Written
     // without select(), which Eigen evaluates one scalar std::exp at a time: this form vectorises, 5x faster.
     phi = (x.array().min(T(0)).exp() + x.array().max(T(0))).matrix();
+  }
+  /// differentiable_feature_map: the slope is exp(x) = f at or below zero and 1 above, min(f, 1); O(rows d).
+  template <class T>
+  void backward(const feature_input<T>&, const feature_input<T>& f, feature_output<T> g, feature_output<T> dx) const {
+    dx = (g.array() * f.array().min(T(1))).matrix();
   }
 };
 
