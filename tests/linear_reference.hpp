@@ -121,4 +121,129 @@ double linear_association_floor(index keys, index features, double condition, do
   return 2 * (k * u / (1 - k * u)) * condition * magnitude;
 }
 
+
+/// The features' backward by their definitions, dx = J_phi(x)^T g for the gradient g (rows, m) by phi(x),
+/// in precision U. With `magnitude`, the same sums over the terms' absolute values (differences become sums):
+/// the scale of the rounding errors any order of summation makes.
+template <class U, class T>
+linear_mat<U> features_back_def(const salt::favor_plus<T>& map, const linear_mat<T>& x, const linear_mat<T>& w,
+                                const linear_mat<U>& g, bool magnitude) {
+  const U s4 = std::pow(static_cast<U>(x.cols()), U(-0.25)), s2 = s4 * s4;
+  const linear_mat<U> xu = x.template cast<U>(), wu = w.template cast<U>();
+  const linear_mat<U> phi = features_def<U>(map, x, w);
+  linear_mat<U> dx(x.rows(), x.cols());
+  for (index r = 0; r < x.rows(); ++r) {
+    const Eigen::Matrix<U, 1, Eigen::Dynamic> gp = g.row(r).cwiseProduct(phi.row(r));  // g_l phi_l
+    if (magnitude) dx.row(r) = gp.cwiseAbs() * wu.cwiseAbs() * s4 + xu.row(r).cwiseAbs() * (gp.cwiseAbs().sum() * s2);
+    else dx.row(r) = gp * wu * s4 - xu.row(r) * (gp.sum() * s2);
+  }
+  return dx;
+}
+template <class U, class T>
+linear_mat<U> features_back_def(const salt::favor_trig<T>& map, const linear_mat<T>& x, const linear_mat<T>& w,
+                                const linear_mat<U>& g, bool magnitude) {
+  const U s4 = std::pow(static_cast<U>(x.cols()), U(-0.25)), s2 = s4 * s4;
+  const index m = w.rows();
+  const linear_mat<U> xu = x.template cast<U>(), wu = w.template cast<U>();
+  const linear_mat<U> phi = features_def<U>(map, x, w);
+  linear_mat<U> dx(x.rows(), x.cols());
+  for (index r = 0; r < x.rows(); ++r) {
+    // d phi_cos,l = phi_cos,l x d^(-1/2) - phi_sin,l W_l d^(-1/4); d phi_sin,l = phi_sin,l x d^(-1/2) + phi_cos,l W_l d^(-1/4)
+    const auto gc = g.row(r).head(m), gs = g.row(r).tail(m);
+    const auto pc = phi.row(r).head(m), ps = phi.row(r).tail(m);
+    if (magnitude)
+      dx.row(r) = xu.row(r).cwiseAbs() * (g.row(r).cwiseAbs().cwiseProduct(phi.row(r).cwiseAbs()).sum() * s2) +
+                  (gs.cwiseAbs().cwiseProduct(pc.cwiseAbs()) + gc.cwiseAbs().cwiseProduct(ps.cwiseAbs())) *
+                      wu.cwiseAbs() * s4;
+    else
+      dx.row(r) = xu.row(r) * (g.row(r).cwiseProduct(phi.row(r)).sum() * s2) +
+                  (gs.cwiseProduct(pc) - gc.cwiseProduct(ps)) * wu * s4;
+  }
+  return dx;
+}
+template <class U, class T>
+linear_mat<U> features_back_def(const salt::relu_features<T>&, const linear_mat<T>& x, const linear_mat<T>& w,
+                                const linear_mat<U>& g, bool magnitude) {
+  const linear_mat<U> xs = scaled<U>(x);
+  const linear_mat<U> p = w.size() ? linear_mat<U>(xs * w.template cast<U>().transpose()) : xs;
+  const linear_mat<U> gm = (p.array() > 0).select(magnitude ? linear_mat<U>(g.cwiseAbs()) : g, U(0));
+  const U s4 = std::pow(static_cast<U>(x.cols()), U(-0.25));
+  if (!w.size()) return gm * s4;
+  return gm * (magnitude ? linear_mat<U>(w.template cast<U>().cwiseAbs()) : linear_mat<U>(w.template cast<U>())) * s4;
+}
+template <class U, class T>
+linear_mat<U> features_back_def(const salt::elu_plus_one&, const linear_mat<T>& x, const linear_mat<T>&,
+                                const linear_mat<U>& g, bool magnitude) {
+  const linear_mat<U> xu = x.template cast<U>();
+  const linear_mat<U> slope = (xu.array() > 0).select(linear_mat<U>::Ones(x.rows(), x.cols()), xu.array().exp().matrix());
+  return (magnitude ? linear_mat<U>(g.cwiseAbs()) : g).cwiseProduct(slope);
+}
+
+/// Gradients of linear attention by the textbook formula in precision U, and the largest sum of the magnitudes
+/// of the terms of an entry of each gradient (the scale of the rounding errors any order of summation makes;
+/// each row's terms weighted by the condition of its ratio, so that cancelling trig features count).
+template <class U>
+struct linear_gradients_def {
+  linear_mat<U> dq, dk, dv;
+  double dq_terms = 0, dk_terms = 0, dv_terms = 0;
+};
+
+/// Row i sees keys j < n_i as in linear_formula; rows whose denominator is 0 have zero gradients. Per row,
+/// with a_ij = phi(q_i) . phi(k_j) and den_i = sum_j a_ij: d a_ij = dout_i . (v_j - out_i) / den_i, then
+/// d phi(q_i) = sum_j d a_ij phi(k_j), d phi(k_j) += d a_ij phi(q_i), dv_j += a_ij dout_i / den_i, and the
+/// features' backward by definition.
+template <class U, class Map, class T>
+linear_gradients_def<U> linear_backward_def(const Map& map, const linear_mat<T>& q, const linear_mat<T>& k,
+                                            const linear_mat<T>& v, const linear_mat<T>& dout, const linear_mat<T>& w,
+                                            bool causal, index shift, index len) {
+  const linear_mat<U> pq = features_def<U>(map, q, w), pk = features_def<U>(map, k, w);
+  const linear_mat<U> vu = v.template cast<U>(), du = dout.template cast<U>();
+  const index lq = q.rows(), lk = k.rows(), m = pq.cols(), dv = v.cols();
+  linear_mat<U> gq = linear_mat<U>::Zero(lq, m), gk = linear_mat<U>::Zero(lk, m), dvv = linear_mat<U>::Zero(lk, dv);
+  linear_mat<U> gq_m = gq, gk_m = gk, dv_m = dvv;  // magnitudes
+  for (index i = 0; i < lq; ++i) {
+    const index n = causal ? std::clamp<index>(i + shift + 1, 0, len) : len;
+    if (n == 0) continue;
+    const Eigen::Matrix<U, 1, Eigen::Dynamic> a = pq.row(i) * pk.topRows(n).transpose();
+    const U den = a.sum();
+    if (den == 0) continue;
+    const U cond = (pq.row(i).cwiseAbs() * pk.topRows(n).cwiseAbs().transpose()).sum() / std::abs(den);
+    const Eigen::Matrix<U, 1, Eigen::Dynamic> out = a * vu.topRows(n) / den;
+    const Eigen::Matrix<U, 1, Eigen::Dynamic> out_m = a.cwiseAbs() * vu.topRows(n).cwiseAbs() / std::abs(den);
+    for (index j = 0; j < n; ++j) {
+      const U da = du.row(i).dot(vu.row(j) - out) / den;
+      const U da_m = cond * du.row(i).cwiseAbs().dot(vu.row(j).cwiseAbs() + out_m.cwiseAbs()) / std::abs(den);
+      gq.row(i) += da * pk.row(j);
+      gk.row(j) += da * pq.row(i);
+      dvv.row(j) += (a(j) / den) * du.row(i);
+      gq_m.row(i) += da_m * pk.row(j).cwiseAbs();
+      gk_m.row(j) += da_m * pq.row(i).cwiseAbs();
+      dv_m.row(j) += (cond * std::abs(a(j)) / std::abs(den)) * du.row(i).cwiseAbs();
+    }
+  }
+  linear_gradients_def<U> g{features_back_def<U>(map, q, w, gq, false), features_back_def<U>(map, k, w, gk, false), dvv};
+  auto largest = [](const linear_mat<U>& x) {
+    double s = 0;
+    for (index r = 0; r < x.rows(); ++r)
+      for (index c = 0; c < x.cols(); ++c)
+        if (std::isfinite(static_cast<double>(x(r, c)))) s = std::max(s, static_cast<double>(x(r, c)));
+    return s;
+  };
+  g.dq_terms = largest(features_back_def<U>(map, q, w, gq_m, true));
+  g.dk_terms = largest(features_back_def<U>(map, k, w, gk_m, true));
+  g.dv_terms = largest(dv_m);
+  return g;
+}
+
+/// The floor the kernels' association may add to a gradient's error beyond twice the naive formula's: as
+/// linear_association_floor, gamma_K times the terms' magnitudes, where a gradient's terms reach it through at
+/// most K = 2 (keys + rows + features + d) roundings (the state's and G's chains over keys and rows, the
+/// feature sums, the map's projection back).
+template <class T>
+double linear_gradient_floor(index keys, index rows, index features, index d, double terms) {
+  const double u = static_cast<double>(std::numeric_limits<T>::epsilon()) / 2;
+  const double k = 2.0 * static_cast<double>(keys + rows + features + d);
+  return 2 * (k * u / (1 - k * u)) * terms;
+}
+
 }  // namespace salt::test
