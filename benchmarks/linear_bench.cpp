@@ -1,11 +1,13 @@
 // Google Benchmark suite of kernelized linear attention (include/salt/linear/): time against sequence
 // length with O(N) fits for the non-causal and chunked causal forms of every feature map, GFLOP/s and the
 // fraction of this core's FMA peak measured in the same run, the chunk-size sweep of the causal form,
-// streaming decode tokens/s, and the error against exact softmax attention as the number of features grows.
+// streaming decode tokens/s, the error against exact softmax attention as the number of features grows, and the
+// backward (linear_backward.hpp): its time against the forward's, alternated in one run, its fraction of the
+// peak, and its speed-up on every thread over one.
 //
 //   build/benchmarks/salt_linear_bench --benchmark_filter=causal_chunk
 //
-// FLOPs: salt::bench::linear_flops (common/approximations.hpp), counted as performed.
+// FLOPs: salt::bench::linear_flops and linear_backward_flops (common/approximations.hpp), counted as performed.
 #include <benchmark/benchmark.h>
 
 #include <salt/salt.hpp>
@@ -211,6 +213,79 @@ void BM_error_vs_exact(benchmark::State& state) {
   state.counters["exact_max_abs"] = exact.cwiseAbs().maxCoeff();
 }
 
+
+/// The backward of one head of L tokens (d = dv = 64), one thread, against the forward on the same inputs,
+/// alternated call by call so both see the same moments of the machine (medians of 5 pairs per iteration).
+/// Args: L, map kind, causal. Counters: backward_over_forward, GFLOP/s and fraction_of_peak of the backward
+/// (linear_backward_flops), ms of each.
+void BM_linear_backward(benchmark::State& state) {
+  const index L = state.range(0);
+  const auto kind = static_cast<map_kind>(state.range(1));
+  const bool causal = state.range(2) != 0;
+  state.SetLabel(std::string(name_of(kind)) + (causal ? " causal" : " non-causal"));
+  salt::bench::attention_inputs in(1, 1, 1, L, L, d);
+  std::vector<float> dout = in.q, dq(in.q.size()), dk(in.k.size()), dv(in.v.size());
+  using cv = salt::tensor_view<const float>;
+  using mv = salt::tensor_view<float>;
+  const salt::run_options opts{.threads = 1};
+  with_map(kind, [&](const auto& map, index m, index p) {
+    auto forward = [&] {
+      if (causal) salt::linear_attention<float>(in.qv(), in.kv(), in.vv(), in.ov(), map, salt::causal{}, opts);
+      else salt::linear_attention<float>(in.qv(), in.kv(), in.vv(), in.ov(), map, salt::no_mask{}, opts);
+    };
+    auto backward = [&] {
+      const cv o = cv::bhld(in.out.data(), 1, 1, L, d), g = cv::bhld(dout.data(), 1, 1, L, d);
+      const mv gq = mv::bhld(dq.data(), 1, 1, L, d), gk = mv::bhld(dk.data(), 1, 1, L, d), gv = mv::bhld(dv.data(), 1, 1, L, d);
+      if (causal) salt::linear_attention_backward<float>(in.qv(), in.kv(), in.vv(), o, g, gq, gk, gv, map, salt::causal{}, opts);
+      else salt::linear_attention_backward<float>(in.qv(), in.kv(), in.vv(), o, g, gq, gk, gv, map, salt::no_mask{}, opts);
+    };
+    auto seconds_of = [](const auto& f) {
+      const auto t0 = std::chrono::steady_clock::now();
+      f();
+      benchmark::ClobberMemory();
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    };
+    forward(), backward();  // warm up
+    std::vector<double> fwd, bwd, ratio;
+    for (auto _ : state)
+      for (int r = 0; r < 5; ++r) {
+        fwd.push_back(seconds_of(forward));
+        bwd.push_back(seconds_of(backward));
+        ratio.push_back(bwd.back() / fwd.back());
+      }
+    const double b = salt::bench::median_of(bwd);
+    const double gflops = salt::bench::linear_backward_flops(L, d, m, p, salt::detail::linear_default_chunk, causal) / b * 1e-9;
+    state.counters["backward_over_forward"] = salt::bench::median_of(ratio);
+    state.counters["GFLOP/s"] = gflops;
+    state.counters["fraction_of_peak"] = gflops / fma_peak_gflops;
+    state.counters["ms_backward"] = b * 1e3;
+    state.counters["ms_forward"] = salt::bench::median_of(fwd) * 1e3;
+  });
+}
+
+/// The causal FAVOR+ backward of 16 heads of arg L tokens (m = 256, d = 64), 1 thread against every thread
+/// OpenMP offers, alternated (thread_speedup.hpp): threads run over heads. Counters ms_1, ms_all, speedup.
+void BM_linear_backward_threads(benchmark::State& state) {
+  const index L = state.range(0), heads = 16;
+  salt::bench::attention_inputs in(1, heads, heads, L, L, d);
+  std::vector<float> dout = in.q, dq(in.q.size()), dk(in.k.size()), dv(in.v.size());
+  const salt::favor_plus<float> phi(salt::random_features<float>::orthogonal(256, d, 42));
+  using cv = salt::tensor_view<const float>;
+  using mv = salt::tensor_view<float>;
+  salt::linear_attention<float>(in.qv(), in.kv(), in.vv(), in.ov(), phi, salt::causal{});
+  salt::bench::speedup_sample sample;
+  for (auto _ : state)
+    sample = salt::bench::thread_speedup(
+        [&](int threads) {
+          salt::linear_attention_backward<float>(
+              in.qv(), in.kv(), in.vv(), cv::bhld(in.out.data(), 1, heads, L, d), cv::bhld(dout.data(), 1, heads, L, d),
+              mv::bhld(dq.data(), 1, heads, L, d), mv::bhld(dk.data(), 1, heads, L, d), mv::bhld(dv.data(), 1, heads, L, d),
+              phi, salt::causal{}, {.threads = threads});
+        },
+        5);
+  sample.report(state);
+}
+
 }  // namespace
 
 BENCHMARK(BM_fma_peak)->UseManualTime()->Iterations(1);
@@ -243,5 +318,12 @@ BENCHMARK(BM_error_vs_exact)
     ->ArgNames({"m", "scale"})
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
+
+BENCHMARK(BM_linear_backward)
+    ->ArgsProduct({{4096, 16384}, {0, 1, 2, 3}, {0, 1}})
+    ->ArgNames({"L", "map", "causal"})
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_linear_backward_threads)->Arg(4096)->ArgName("L")->Iterations(1)->Unit(benchmark::kMillisecond);
 
 int main(int argc, char** argv) { return salt::bench::benchmark_main(argc, argv, fma_peak_gflops); }

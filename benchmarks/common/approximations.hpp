@@ -30,6 +30,21 @@ inline double linear_flops(index L, index d, index m, index p, index chunk, bool
   return per_token * static_cast<double>(L);
 }
 
+/// FLOPs of linear attention's backward (linear_backward.hpp) on one head of L tokens, 2 per multiply-add as
+/// performed, p, m, C and dv = d as linear_flops:
+///   feature maps  non-causal: phi(K) twice, phi(Q) once, and both back through W^T: 5 x 2 d p; causal (a
+///                 forward and a reverse sweep, each recomputing both): 6 x 2 d p
+///   state-sized   the state S (its update), dQ's read of [S | z], G's update and the keys' two reads of G:
+///                 5 x 2 m (d + 1)
+///   chunks        causal only, over the full C x C squares: the scores and their gradients twice (C m and C
+///                 (d + 1)), dQ's and dK's products with them (C m each) and dV's (C d): 2 C (4 m + 3 d + 2)
+inline double linear_backward_flops(index L, index d, index m, index p, index chunk, bool causal) {
+  const double dd = static_cast<double>(d), mm = static_cast<double>(m), pp = static_cast<double>(p);
+  const double maps = (causal ? 6.0 : 5.0) * 2.0 * dd * pp, state = 5.0 * 2.0 * mm * (dd + 1);
+  const double chunks = causal ? 2.0 * static_cast<double>(chunk) * (4.0 * mm + 3.0 * dd + 2.0) : 0.0;
+  return (maps + state + chunks) * static_cast<double>(L);
+}
+
 // ---- LSH attention --------------------------------------------------------------------------------------
 
 /// Reformer-like settings for a sequence of L tokens: chunks of 64, one chunk before, HuggingFace's bucket rule
