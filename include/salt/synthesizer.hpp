@@ -26,6 +26,7 @@
 #include "detail/gemm.hpp"
 #include "error.hpp"
 #include "score/concept.hpp"
+#include "score/logit_gradient.hpp"
 #include "tensor.hpp"
 
 namespace salt {
@@ -124,6 +125,15 @@ struct synthesizer_random {
   static constexpr bool is_additive() { return true; }
   /// Unused: the policy has no dot product.
   double dot_scale(index) const noexcept { return 0; }
+
+  /// Where attention_backward adds the tables' gradient (score/logit_gradient.hpp): a buffer laid out as the
+  /// tables (heads of max_len x max_len with this policy's strides; not copied: it must outlive the call). The
+  /// rows of a call are query_offset ... query_offset + Lq - 1, as `apply` reads them. Throws salt::error when it
+  /// is the table.
+  logit_gradient<T> gradient_into(T* buffer) const {
+    detail::require(buffer != data, "salt::synthesizer_random::gradient_into: the gradient's buffer is the table itself");
+    return {buffer, max_len, max_len, row_stride, heads == 1 ? 0 : head_stride, 0, query_offset};
+  }
 
   /// Adds the table's entries of the tile's (query, key) pairs to its logits; O(queries * keys).
   template <class U>

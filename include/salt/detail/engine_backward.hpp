@@ -16,6 +16,10 @@
 /// depends on the problem's sizes only (backward_key_parts), so gradients are bit-identical for any thread count,
 /// and no partition holds a copy of dQ. (Copies summed at the end cost a 16-partition head at L = 4,096 a third of
 /// its time on 16 threads: 64 MiB zeroed, written and read.)
+///
+/// A logit gradient (score/logit_gradient.hpp) is added where dS is made: a key's entries are owned by that key's
+/// partition, which walks the heads of its item in order (and every batch item and head, when one table serves
+/// them all: run_engine_backward).
 
 #include <algorithm>
 #include <atomic>
@@ -29,6 +33,7 @@
 #include "../config.hpp"
 #include "../mask/concept.hpp"
 #include "../score/concept.hpp"
+#include "../score/logit_gradient.hpp"
 #include "../tensor.hpp"
 #include "engine_tiles.hpp"
 #include "gemm.hpp"
@@ -40,7 +45,7 @@
 namespace salt::detail {
 
 /// Arguments of one backward run, checked by the public entry point: the forward's inputs, its output and
-/// LSE, the output's gradient, and the three gradients to write.
+/// LSE, the output's gradient, the three gradients to write, and where to add dS when the caller asks for it.
 template <class T, class Mask, class Score>
 struct backward_problem {
   tensor_view<const T> q, k, v, out, dout;
@@ -49,6 +54,7 @@ struct backward_problem {
   const Mask& mask;
   const Score& score;
   int threads;
+  logit_gradient<T> dlogits{};  ///< null: not asked for
 };
 
 /// Key partitions per (batch item, K/V head): enough work items for backward_min_items threads' worth when
@@ -257,6 +263,7 @@ void run_backward_item(const backward_problem<T, Mask, Score>& pb, index b, inde
                 careful = !tile_finite || !rows_finite(K, k0, nk) || !rows_finite(V, k0, nk);
               }
             }
+            if (pb.dlogits.data) add_logit_gradient(pb.dlogits, b, h, q0, nq, k0, nk, dst, S);
             if (careful) {
               add_block_pairs(pb.mask, where, q0, nq, k0, nk, Q, K, dO, st, dst, dot_terms, ws, key0);
               continue;
@@ -283,17 +290,27 @@ void run_backward_item(const backward_problem<T, Mask, Score>& pb, index b, inde
   }
 }
 
+/// Whether two work items of different (batch item, K/V head) would add dS to the same entries of the logit
+/// gradient: a table shared across batch items, or across heads of different K/V groups.
+template <class T>
+bool logit_gradient_shared(const logit_gradient<T>& g, index batch, index kv_heads) noexcept {
+  return g.data && ((batch > 1 && g.batch_stride == 0) || (kv_heads > 1 && g.head_stride == 0));
+}
+
 /// Runs the backward pass over every (batch item, K/V head, key partition), in parallel when OpenMP is on; items
 /// are taken in order, so a partition's predecessor has always been taken before it (dq_order never waits on an
-/// item no thread holds).
+/// item no thread holds). A logit gradient shared across (batch item, K/V head) pairs makes a work item a key
+/// partition alone, walking every pair in order: each partition then owns its keys' columns of the table, summed
+/// in that order, so the table's gradient is as deterministic as dK (and no item holds a copy of it).
 template <class T, class Mask, class Score>
 void run_engine_backward(const backward_problem<T, Mask, Score>& pb) {
   using shape = tile_shape<T>;
   constexpr index BK = shape::key_block, S = shape::query_tile;
   const index batch = pb.q.batch, kv_heads = pb.k.heads, lk = pb.k.tokens, lq = pb.q.tokens;
   const index key_blocks = (lk + BK - 1) / BK;
-  const index parts = backward_key_parts(batch, kv_heads, key_blocks);
-  const index items = batch * kv_heads * parts;
+  const bool pairs_in_order = logit_gradient_shared(pb.dlogits, batch, kv_heads);
+  const index parts = pairs_in_order ? backward_key_parts(1, 1, key_blocks) : backward_key_parts(batch, kv_heads, key_blocks);
+  const index pairs = batch * kv_heads, items = (pairs_in_order ? 1 : pairs) * parts;
   if (items == 0) return;
   const index tiles = (lq + S - 1) / S;
   std::unique_ptr<std::atomic<index>[]> passed;
@@ -306,9 +323,15 @@ void run_engine_backward(const backward_problem<T, Mask, Score>& pb) {
       items, thread_count(pb.threads, items),
       [&] { return backward_workspace<T>(pb.q.features, pb.v.features, lk, part_keys, plan_lists_v<Mask>, !is_additive_score<Score>()); },
       [&](index it, backward_workspace<T>& ws) {
-        const index part = it % parts, bg = it / parts;
+        const index part = it % parts;
         const index kb0 = key_blocks * part / parts, kb1 = key_blocks * (part + 1) / parts;
-        run_backward_item(pb, bg / kv_heads, bg % kv_heads, kb0, kb1, dq_order{part, passed.get(), tiles}, ws);
+        const dq_order order{part, passed.get(), tiles};
+        if (!pairs_in_order) {
+          const index bg = it / parts;
+          run_backward_item(pb, bg / kv_heads, bg % kv_heads, kb0, kb1, order, ws);
+        } else {
+          for (index bg = 0; bg < pairs; ++bg) run_backward_item(pb, bg / kv_heads, bg % kv_heads, kb0, kb1, order, ws);
+        }
       });
 }
 

@@ -11,6 +11,7 @@
 #include "../borrowed_span.hpp"
 #include "../error.hpp"
 #include "concept.hpp"
+#include "logit_gradient.hpp"
 
 namespace salt {
 
@@ -58,6 +59,13 @@ struct bias_table {
       U* row = t.key_row(j);
       for (index i = 0; i < t.queries; ++i) row[i] += static_cast<U>(base[i * row_stride + j]);
     }
+  }
+
+  /// Where attention_backward adds the table's gradient (score/logit_gradient.hpp): a buffer laid out as the
+  /// table, with its strides (not copied: it must outlive the call). Throws salt::error when it is the table.
+  logit_gradient<T> gradient_into(T* buffer) const {
+    detail::require(buffer != data, "salt::bias_table::gradient_into: the gradient's buffer is the table itself");
+    return {buffer, rows, cols, row_stride, head_stride, batch_stride, 0};
   }
 
   /// Throws salt::error naming `api` when the table is not (Lq, Lk).
