@@ -96,6 +96,10 @@ struct reference_gradients {
   /// dq, and so on): the scale of the rounding errors any order of summation makes. Where the terms cancel (one
   /// key: dS = P (dP - D) = 0 exactly, while dP and D are computed apart), a gradient is 0 but its error is not.
   double dq_terms = 0, dk_terms = 0, dv_terms = 0;
+  /// d loss / d logit of every pair, dS = P (dP - D) slope (Lq, Lk; 0 where the mask hides the pair), and the
+  /// largest P |slope| (|dP| + |D|), the scale of its rounding errors.
+  row_matrix<U> ds{};
+  double ds_terms = 0;
 };
 
 /// Applies `score` to the key-major logits st (lk, lq) as the engine does, and returns d logit / d (scaled q.k) of
@@ -143,6 +147,7 @@ reference_gradients<U> naive_attention_backward(const row_matrix<T>& q, const ro
   U sink = -std::numeric_limits<U>::infinity();
   if constexpr (has_sinks<Score>) sink = static_cast<U>(score.sink_logit(where.head));
   reference_gradients<U> g{row_matrix<U>::Zero(lq, d), row_matrix<U>::Zero(lk, d), row_matrix<U>::Zero(lk, v.cols())};
+  g.ds = row_matrix<U>::Zero(lq, lk);
   column<U> dk_terms = column<U>::Zero(lk), dv_terms = column<U>::Zero(lk);
   const auto largest = [](const auto& row) { return row.size() ? static_cast<U>(row.cwiseAbs().maxCoeff()) : U(0); };
   std::vector<U> p(static_cast<std::size_t>(lk)), dp(static_cast<std::size_t>(lk));
@@ -173,6 +178,9 @@ reference_gradients<U> naive_attention_backward(const row_matrix<T>& q, const ro
       if (!mask.allows(i, j, where)) continue;
       const auto s = static_cast<std::size_t>(j);
       const U ds = p[s] * (dp[s] - D) * slope(j, i);
+      g.ds(i, j) = ds;
+      const U ds_scale = std::abs(p[s] * slope(j, i)) * (std::abs(dp[s]) + std::abs(D));
+      if (std::isfinite(ds_scale)) g.ds_terms = std::max(g.ds_terms, static_cast<double>(ds_scale));
       g.dv.row(j) += p[s] * du.row(i);
       g.dq.row(i) += (scale * ds) * ku.row(j);
       g.dk.row(j) += (scale * ds) * qu.row(i);
