@@ -12,6 +12,8 @@
 
 #include <salt/salt.hpp>
 
+#include "adam.hpp"
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -22,6 +24,7 @@ namespace {
 
 using salt::index;
 using matrix = salt::row_matrix<float>;
+using salt_examples::adam;
 
 constexpr index d = 64;  // features of queries, keys and values
 constexpr double min_period = 256;  // the shortest period of the positional features
@@ -55,23 +58,6 @@ sequence draw_sequence(index L, salt::random_generator& rng) {
 }
 
 double relative_error(const matrix& approx, const matrix& exact) { return (approx - exact).norm() / exact.norm(); }
-
-/// Adam (Kingma and Ba) over one parameter matrix: first and second moments, bias-corrected; the rate is
-/// scaled by `decay` at each step (a cosine schedule below).
-struct adam {
-  float rate, beta1 = 0.9f, beta2 = 0.999f, epsilon = 1e-8f;
-  matrix m, v;
-  int t = 0;
-  adam(float rate_, index rows, index cols) : rate(rate_), m(matrix::Zero(rows, cols)), v(matrix::Zero(rows, cols)) {}
-  template <class Param>
-  void step(Param&& p, const matrix& g, float decay) {
-    ++t;
-    m = beta1 * m + (1 - beta1) * g;
-    v = beta2 * v + (1 - beta2) * g.cwiseProduct(g);
-    const float c1 = 1 - std::pow(beta1, static_cast<float>(t)), c2 = 1 - std::pow(beta2, static_cast<float>(t));
-    p.array() -= decay * rate * (m.array() / c1) / ((v.array() / c2).sqrt() + epsilon);
-  }
-};
 
 double held_out_error(const std::vector<sequence>& test, const salt::linformer_projections<float>& proj) {
   double sum = 0;
