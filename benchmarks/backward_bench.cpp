@@ -2,7 +2,7 @@
 // forward's on the same inputs, timed alternately in one run (backward_over_forward; FlashAttention-2's is about
 // 2.5), GFLOP/s counting 2.5 times the forward's FLOPs (the five products of the backward against the forward's
 // two) and its fraction of the FMA peak measured in the same run, the cost per visited pair of sparse masks
-// against dense backward's, and the speed-up of every thread over one.
+// against dense backward's, the speed-up of every thread over one, and what a shared table's gradient adds.
 //
 //   build/benchmarks/salt_backward_bench --benchmark_filter=dense   (see README: Benchmarks)
 #include <benchmark/benchmark.h>
@@ -32,28 +32,24 @@ struct backward_inputs : salt::bench::attention_inputs {
     dq.assign(q.size(), 0.0f), dk.assign(k.size(), 0.0f), dv.assign(v.size(), 0.0f);
   }
   salt::lse_view<float> lse_out() { return salt::lse_view<float>::bht(lse.data(), heads, lq); }
-  template <class Mask>
-  void forward(const Mask& mask, int threads) {
-    salt::attention(qv(), kv(), vv(), ov(), lse_out(), mask, salt::dot_product{}, {.threads = threads});
+  template <class Mask, class Score = salt::dot_product>
+  void forward(const Mask& mask, int threads, const Score& score = {}) {
+    salt::attention(qv(), kv(), vv(), ov(), lse_out(), mask, score, {.threads = threads});
   }
-  template <class Mask>
-  void backward(const Mask& mask, int threads) {
+  /// The backward; with a logit gradient, the table's gradient too.
+  template <class Mask, class Score = salt::dot_product, class... Table>
+  void backward(const Mask& mask, int threads, const Score& score = {}, const Table&... dtable) {
     using cv = salt::tensor_view<const float>;
     using mv = salt::tensor_view<float>;
     salt::attention_backward<float>(qv(), kv(), vv(), cv::bhld(out.data(), 1, heads, lq, d),
                                     salt::lse_view<const float>::bht(lse.data(), heads, lq),
                                     cv::bhld(dout.data(), 1, heads, lq, d), mv::bhld(dq.data(), 1, heads, lq, d),
                                     mv::bhld(dk.data(), 1, heads, lk, d), mv::bhld(dv.data(), 1, heads, lk, d), mask,
-                                    salt::dot_product{}, {.threads = threads});
+                                    score, {.threads = threads}, dtable...);
   }
 };
 
-double seconds_of(const auto& f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  benchmark::ClobberMemory();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+using salt::bench::seconds_of;
 
 /// Backward and forward of `mask` on (1, heads, L, 64), alternately, on `threads` threads: medians of both,
 /// their ratio, GFLOP/s of the backward counting 2.5 x 4 d per visited pair, its peak fraction, ns per pair.
@@ -116,6 +112,34 @@ void BM_backward_thread_scaling(benchmark::State& state) {
   sample.report(state);
 }
 
+/// What a table's gradient costs: 8 causal heads of L tokens under dot product + one (L, L) bias table shared by
+/// all, the backward without and with the table's gradient (gradient_into: the key partitions then walk every head
+/// in order), alternated on arg threads. Counters: with_over_without (median of the pairs' ratios), ms of each.
+void BM_backward_table_gradient(benchmark::State& state) {
+  const index L = state.range(0), heads = 8;
+  const int threads = static_cast<int>(state.range(1));
+  backward_inputs in(heads, L, 64);
+  const salt::row_matrix<float> table = 0.5f * salt::row_matrix<float>::Random(L, L);
+  salt::row_matrix<float> dtable = salt::row_matrix<float>::Zero(L, L);
+  const auto bias = salt::bias_table<float>::shared(table);
+  const auto score = salt::dot_product{} + bias;
+  in.forward(salt::causal{}, threads, score);
+  const auto without = [&] { in.backward(salt::causal{}, threads, score); };
+  const auto with = [&] { in.backward(salt::causal{}, threads, score, bias.gradient_into(dtable.data())); };
+  without(), with();  // warm-up
+  std::vector<double> a, b, ratio;
+  for (auto _ : state) {
+    for (int r = 0; r < 5; ++r) {
+      a.push_back(seconds_of(without));
+      b.push_back(seconds_of(with));
+      ratio.push_back(b.back() / a.back());
+    }
+  }
+  state.counters["with_over_without"] = salt::bench::median_of(ratio);
+  state.counters["ms_without"] = salt::bench::median_of(a) * 1e3;
+  state.counters["ms_with"] = salt::bench::median_of(b) * 1e3;
+}
+
 void lengths(benchmark::internal::Benchmark* b, index from, index to, int threads) {
   for (index L = from; L <= to; L *= 2) b->Args({L, threads});
   b->Unit(benchmark::kMillisecond)->UseManualTime()->Iterations(5);
@@ -132,6 +156,11 @@ BENCHMARK(BM_backward_causal)->Apply([](auto* b) {
 BENCHMARK(BM_backward_gqa_heads)->Apply([](auto* b) { lengths(b, 1024, 1024, 1); });
 BENCHMARK(BM_backward_sliding_window)->Apply([](auto* b) { lengths(b, 4096, 16384, 1); });
 BENCHMARK(BM_backward_bigbird)->Apply([](auto* b) { lengths(b, 4096, 16384, 1); });
+BENCHMARK(BM_backward_table_gradient)->Apply([](auto* b) {
+  b->Args({2048, 1});
+  if (salt::bench::all_threads() > 1) b->Args({2048, salt::bench::all_threads()});
+  b->Unit(benchmark::kMillisecond)->Iterations(1);
+});
 BENCHMARK(BM_backward_thread_scaling)->Arg(4096)->Unit(benchmark::kMillisecond)->Iterations(1);
 
 }  // namespace

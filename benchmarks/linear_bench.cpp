@@ -239,12 +239,7 @@ void BM_linear_backward(benchmark::State& state) {
       if (causal) salt::linear_attention_backward<float>(in.qv(), in.kv(), in.vv(), o, g, gq, gk, gv, map, salt::causal{}, opts);
       else salt::linear_attention_backward<float>(in.qv(), in.kv(), in.vv(), o, g, gq, gk, gv, map, salt::no_mask{}, opts);
     };
-    auto seconds_of = [](const auto& f) {
-      const auto t0 = std::chrono::steady_clock::now();
-      f();
-      benchmark::ClobberMemory();
-      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    };
+    using salt::bench::seconds_of;
     forward(), backward();  // warm up
     std::vector<double> fwd, bwd, ratio;
     for (auto _ : state)

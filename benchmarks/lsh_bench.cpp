@@ -33,11 +33,7 @@ salt::sliding_window window_like_lsh(bool causal) {
   return causal ? salt::sliding_window{.left = 127} : salt::sliding_window{.left = 64, .right = 63};
 }
 
-double seconds_of(const auto& call) {
-  const auto t0 = std::chrono::steady_clock::now();
-  call();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+using salt::bench::seconds_of;
 
 /// args (L, rounds, causal): LSH attention on (1, 1, L, 64), one thread; counters GFLOP/s, peak_frac, ns/pair.
 void BM_lsh(benchmark::State& state) {

@@ -10,6 +10,8 @@
 #include <chrono>
 #include <vector>
 
+#include "timing.hpp"
+
 namespace salt::bench {
 
 /// A streaming read of `bytes` bytes on `threads` threads: each thread sums a contiguous share with 8
@@ -45,14 +47,5 @@ class read_loop {
  private:
   std::vector<float> data_;
 };
-
-/// Seconds one call of f takes, its writes forced out before the clock stops.
-template <class F>
-double seconds_of(F&& f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  benchmark::ClobberMemory();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 }  // namespace salt::bench

@@ -9,6 +9,8 @@
 
 #include <salt/detail/parallel.hpp>
 
+#include "timing.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <string>
@@ -18,13 +20,6 @@ namespace salt::bench {
 
 /// Every hardware thread OpenMP offers (1 without OpenMP).
 inline int all_threads() { return salt::detail::thread_count(0, 1 << 30); }
-
-/// The median of a non-empty sample.
-inline double median_of(std::vector<double> x) {
-  std::sort(x.begin(), x.end());
-  const std::size_t n = x.size();
-  return n % 2 == 1 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
 
 /// Medians of `pairs` alternating calls of run(threads): one thread, then all, one warm-up pair first.
 struct speedup_sample {
@@ -44,12 +39,7 @@ struct speedup_sample {
 template <class Run>
 speedup_sample thread_speedup(const Run& run, int pairs) {
   const int all = all_threads();
-  auto seconds = [&](int threads) {
-    const auto t0 = std::chrono::steady_clock::now();
-    run(threads);
-    benchmark::ClobberMemory();
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  };
+  auto seconds = [&](int threads) { return seconds_of([&] { run(threads); }); };
   seconds(1), seconds(all);  // warm-up: workspaces, pages, the thread pool
   std::vector<double> one, many, ratio;
   for (int p = 0; p < pairs; ++p) {
