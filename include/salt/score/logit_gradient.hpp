@@ -81,17 +81,5 @@ void check_logit_gradient(const logit_gradient<T>& g, const problem_dims& dims, 
           ": the logit gradient's batch items overlap (batch_stride ", g.batch_stride, " < ", heads, " elements)");
 }
 
-/// Adds a visited tile's dS (nk keys of nq queries, key-major with row stride `stride`) to the logit gradient of
-/// batch item b and head h. Query-major, as the tables are read: each query's row is written contiguously.
-template <class T>
-void add_logit_gradient(const logit_gradient<T>& g, index b, index h, index q0, index nq, index k0, index nk,
-                        const T* ds, index stride) noexcept {
-  T* base = g.data + b * g.batch_stride + h * g.head_stride + (g.row_offset + q0) * g.row_stride + k0;
-  for (index i = 0; i < nq; ++i) {
-    T* row = base + i * g.row_stride;
-    for (index j = 0; j < nk; ++j) row[j] += ds[j * stride + i];
-  }
-}
-
 }  // namespace detail
 }  // namespace salt
