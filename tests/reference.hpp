@@ -151,6 +151,10 @@ reference_gradients<U> naive_attention_backward(const row_matrix<T>& q, const ro
   column<U> dk_terms = column<U>::Zero(lk), dv_terms = column<U>::Zero(lk);
   const auto largest = [](const auto& row) { return row.size() ? static_cast<U>(row.cwiseAbs().maxCoeff()) : U(0); };
   std::vector<U> p(static_cast<std::size_t>(lk)), dp(static_cast<std::size_t>(lk));
+  // A kernel's slope (1 - tanh^2 for soft-capping) carries the absolute error of its tanh, a few units in the last
+  // place of 1, however small the slope is where the cap saturates (Eigen's float tanh returns exactly +-1 past
+  // |x| = 9, where the slope is 1e-7, not 0): the terms count the slope as |slope| + 2 for scores that have one.
+  const U slope_error = detail::is_additive_score<Score>() ? U(0) : U(2);
   for (index i = 0; i < lq; ++i) {
     U m = sink;
     bool any = false, any_nan = false;
@@ -179,12 +183,12 @@ reference_gradients<U> naive_attention_backward(const row_matrix<T>& q, const ro
       const auto s = static_cast<std::size_t>(j);
       const U ds = p[s] * (dp[s] - D) * slope(j, i);
       g.ds(i, j) = ds;
-      const U ds_scale = std::abs(p[s] * slope(j, i)) * (std::abs(dp[s]) + std::abs(D));
+      const U ds_scale = std::abs(p[s]) * (std::abs(slope(j, i)) + slope_error) * (std::abs(dp[s]) + std::abs(D));
       if (std::isfinite(ds_scale)) g.ds_terms = std::max(g.ds_terms, static_cast<double>(ds_scale));
       g.dv.row(j) += p[s] * du.row(i);
       g.dq.row(i) += (scale * ds) * ku.row(j);
       g.dk.row(j) += (scale * ds) * qu.row(i);
-      const U ds_terms = std::abs(p[s] * slope(j, i) * scale) * (std::abs(dp[s]) + std::abs(D));
+      const U ds_terms = std::abs(p[s] * scale) * (std::abs(slope(j, i)) + slope_error) * (std::abs(dp[s]) + std::abs(D));
       dq_terms += ds_terms * largest(ku.row(j));
       dk_terms(j) += ds_terms * largest(qu.row(i));
       dv_terms(j) += std::abs(p[s]) * largest(du.row(i));

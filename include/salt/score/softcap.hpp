@@ -35,8 +35,7 @@ struct softcap {
     }
   }
 
-  /// differentiable_score_for: `apply`, and the slope times d/ds [cap tanh(s / cap)] = 1 - tanh^2(s / cap), taken
-  /// from the capped logit itself.
+  /// differentiable_score_for: `apply`, and the slope times d/ds [cap tanh(s / cap)] = 1 - tanh^2(s / cap).
   template <class U>
   void apply_with_slope(const logit_tile<U>& t, const logit_tile<U>& slope, const problem_shape& p) const noexcept
     requires differentiable_score_for<Inner, U>
@@ -45,8 +44,11 @@ struct softcap {
     const U c = static_cast<U>(cap), inv = U(1) / c;
     for (index j = 0; j < t.keys; ++j) {
       Eigen::Map<Eigen::Array<U, Eigen::Dynamic, 1>> row(t.key_row(j), t.queries), d(slope.key_row(j), t.queries);
-      row = c * (row * inv).tanh();
-      d *= U(1) - (row * inv).square();
+      // The slope from t = tanh(s / cap) itself, as (1 - t)(1 + t): 1 - t is exact for t >= 1/2, where
+      // 1 - (capped / cap)^2 rounded t twice more before it cancelled. The logits are cap * t, the bits of `apply`.
+      row = (row * inv).tanh();
+      d *= (U(1) - row) * (U(1) + row);
+      row *= c;
     }
   }
   /// Throws salt::error naming `api` when cap <= 0 (or NaN), then runs `inner`'s check.
