@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 scripts/install-deps.sh cmake make clang libclang-rt-14-dev libomp-dev libeigen3-dev
-harnesses=(fuzz_engine fuzz_lsh fuzz_linear fuzz_layouts)
+harnesses=(fuzz_engine fuzz_backward fuzz_lsh fuzz_linear fuzz_layouts)
 jobs=$(nproc)
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 

@@ -7,7 +7,7 @@ each is a regression test now, replayed by ctest)."""
 import os
 import random
 
-HARNESSES = ["fuzz_engine", "fuzz_lsh", "fuzz_linear", "fuzz_layouts"]
+HARNESSES = ["fuzz_engine", "fuzz_lsh", "fuzz_linear", "fuzz_layouts", "fuzz_backward"]
 here = os.path.dirname(os.path.abspath(__file__))
 rng = random.Random(20240607)
 for name in HARNESSES:
