@@ -25,6 +25,7 @@
 #include "../reference.hpp"
 #include "byte_reader.hpp"
 #include "mask_makers.hpp"
+#include "score_params.hpp"
 
 namespace {
 
@@ -91,15 +92,7 @@ struct score_maker;
 
 template <class T>
 struct score_maker<T, salt::dot_product> {
-  static salt::dot_product make(score_context<T>& c) {
-    switch (c.in.choice(6)) {
-      case 1: return {0.0};
-      case 2: return {-0.5};
-      case 3: return {static_cast<double>(c.in.integer(1, 64)) / 8};
-      case 4: return {1e10};  // logits overflow in float
-      default: return {};
-    }
-  }
+  static salt::dot_product make(score_context<T>& c) { return salt::fuzz::dot_product_from(c.in); }
 };
 
 template <class T>
@@ -197,17 +190,9 @@ struct score_maker<T, salt::score_sum<A, B>> {
 
 template <class T, class Inner>
 struct score_maker<T, salt::softcap<Inner>> {
+  // The cap is decoded first, then the inner policy (a braced list is evaluated in order).
   static salt::softcap<Inner> make(score_context<T>& c) {
-    salt::softcap<Inner> s;
-    switch (c.in.choice(5)) {
-      case 0: s.cap = 50; break;
-      case 1: s.cap = 0.1 + c.in.integer(0, 1000) / 10.0; break;
-      case 2: s.cap = 1e30; break;
-      case 3: s.cap = 1; break;
-      default: s.cap = c.in.one_in(4) ? 0.0 : 5.0;  // 0 is rejected
-    }
-    s.inner = score_maker<T, Inner>::make(c);
-    return s;
+    return {salt::fuzz::cap_from(c.in), score_maker<T, Inner>::make(c)};
   }
 };
 
