@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -110,6 +111,16 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
 inline bool verbose() {
   static const bool on = std::getenv("SALT_FUZZ_VERBOSE") != nullptr;
   return on;
+}
+
+/// An attention case's sizes for a finding's message, e.g. "composition 3, float, batch 2, heads 4/2, lq 7, ...";
+/// `kind` names what `which` counts (a harness's mask composition or its (mask, score) pair).
+inline std::string describe_case(const char* kind, int which, salt::index batch, salt::index hq, salt::index hkv,
+                                 salt::index lq, salt::index lk, salt::index d, salt::index dv, bool is_double) {
+  std::ostringstream s;
+  s << kind << " " << which << ", " << (is_double ? "double" : "float") << ", batch " << batch << ", heads " << hq
+    << "/" << hkv << ", lq " << lq << ", lk " << lk << ", d " << d << ", dv " << dv;
+  return s.str();
 }
 
 /// Reports a finding and aborts (libFuzzer then saves the input and reports a crash).

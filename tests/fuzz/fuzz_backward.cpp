@@ -246,13 +246,6 @@ mat<std::remove_const_t<T>> head_of(const salt::tensor_view<T>& t, idx b, idx h)
   return m;
 }
 
-std::string describe(idx batch, idx hq, idx hkv, idx lq, idx lk, idx d, idx dv, int pair, bool is_double) {
-  std::ostringstream s;
-  s << "pair " << pair << ", " << (is_double ? "double" : "float") << ", batch " << batch << ", heads " << hq << "/"
-    << hkv << ", lq " << lq << ", lk " << lk << ", d " << d << ", dv " << dv;
-  return s.str();
-}
-
 /// The rows `rows` of a matrix, in that order.
 template <class M>
 auto pick(const M& m, const std::vector<idx>& rows) {
@@ -316,7 +309,7 @@ void run_case(byte_reader& in, int pair) {
       lk = same ? lq : lk * 3 / 4;
     }
   }
-  const std::string what = describe(batch, hq, hkv, lq, lk, d, dv, pair, std::is_same_v<T, double>);
+  const std::string what = salt::fuzz::describe_case("pair", pair, batch, hq, hkv, lq, lk, d, dv, std::is_same_v<T, double>);
   salt::random_generator rng(in.seed());
 
   // Inputs: uniform values of a chosen scale; in a third of the cases, a few specials in each.

@@ -245,13 +245,6 @@ struct tensor_buffer {
   }
 };
 
-std::string describe(idx batch, idx hq, idx hkv, idx lq, idx lk, idx d, idx dv, int shape, bool is_double) {
-  std::ostringstream s;
-  s << "composition " << shape << ", " << (is_double ? "double" : "float") << ", batch " << batch << ", heads " << hq
-    << "/" << hkv << ", lq " << lq << ", lk " << lk << ", d " << d << ", dv " << dv;
-  return s.str();
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // One case
 
@@ -277,7 +270,7 @@ void run_case(byte_reader& in, int shape_id) {
     else d = dv = std::min<idx>(d, 16);
     if (batch <= 1 && hq <= 1 && d <= 16 && dv <= 16) break;
   }
-  const std::string what = describe(batch, hq, hkv, lq, lk, d, dv, shape_id, std::is_same_v<T, double>);
+  const std::string what = salt::fuzz::describe_case("composition", shape_id, batch, hq, hkv, lq, lk, d, dv, std::is_same_v<T, double>);
   salt::random_generator rng(in.seed());
 
   // Inputs: uniform values of a chosen scale, a few specials.
