@@ -33,6 +33,7 @@
 
 #include "../config.hpp"
 #include "../detail/gemm.hpp"
+#include "../detail/simd.hpp"
 #include "../detail/workspace.hpp"
 #include "../tensor.hpp"
 #include "feature_map.hpp"
@@ -60,15 +61,6 @@ struct linear_backward_workspace {
         scores(chunk * chunk), dscores(chunk * chunk), gf(chunk * m), dx(chunk * d_), dval(chunk * dv),
         rows_ab(lq * (dv + 1)), rows_ref(lq), alpha(chunk) {}
 };
-
-/// Whether n rows of `cols` values (row stride ld) are all finite.
-template <class T>
-bool finite_rows(const T* x, index n, index cols, index ld) noexcept {
-  for (index r = 0; r < n; ++r)
-    for (index c = 0; c < cols; ++c)
-      if (!std::isfinite(x[r * ld + c])) return false;
-  return true;
-}
 
 /// [a | b] of one row from its denominator, dout and out; zeros under the forward's guard (a row whose
 /// denominator is below the smallest normal output zeros, which do not move with the inputs).
@@ -298,8 +290,8 @@ void chunk_score_gradients(linear_backward_workspace<T>& w, const causal_grad_ch
 template <class T>
 bool chunk_finite(const linear_backward_workspace<T>& w, const causal_grad_chunk& ch, const T* ab) noexcept {
   const index m = w.fwd.m;
-  return finite_rows(w.fwd.phi_q.data(), ch.rows, m, m) && finite_rows(w.fwd.phi_k.data(), ch.nk, m, m) &&
-         finite_rows(w.vs.data(), ch.nk, w.ab, w.ab) && finite_rows(ab, ch.rows, w.ab, w.ab);
+  return all_finite(w.fwd.phi_q.data(), ch.rows, m, m) && all_finite(w.fwd.phi_k.data(), ch.nk, m, m) &&
+         all_finite(w.vs.data(), ch.nk, w.ab, w.ab) && all_finite(ab, ch.rows, w.ab, w.ab);
 }
 
 /// The views of one K/V head's backward and one of its query heads.
@@ -310,7 +302,7 @@ struct linear_grad_views {
 };
 
 /// The non-causal backward of one K/V head (keys [0, len)) and its `group` query heads, heads(h) giving query
-/// head h's views: dq of each, dk and dv of the K/V head (every row written).
+/// head h's views: dq of each written, the keys' gradients added to dk and dv.
 template <class T, class Map, class Heads>
 void noncausal_backward(const Map& map, linear_backward_workspace<T>& w, const head_view<const T>& k,
                         const head_view<const T>& v, const head_view<T>& dk, const head_view<T>& dv, index len,
@@ -335,10 +327,6 @@ void noncausal_backward(const Map& map, linear_backward_workspace<T>& w, const h
       gemm<T, true, false>(m, w.ab, n, f.phi_q.data(), m, ab, w.ab, w.gh.data(), w.ab, gemm_update::chain);
       map_back(map, x.q, i0, n, m, f.phi_q.data(), w.gf.data(), x.dq.row(i0), x.dq.row_stride);
     }
-  }
-  for (index j = 0; j < k.rows; ++j) {
-    std::fill_n(dk.row(j), k.cols, T(0));
-    std::fill_n(dv.row(j), v.cols, T(0));
   }
   keys_before(map, w, k, v, 0, len, f.ref.ref, dk, dv);
 }
